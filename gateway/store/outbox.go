@@ -1,0 +1,257 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// Message is an upstream message in the outbox: it counts as sent only once
+// the cloud broker has acknowledged it and the bridge has removed it.
+type Message struct {
+	Seq     uint64          `json:"-"`
+	Topic   string          `json:"topic"`
+	Payload json.RawMessage `json:"payload"`
+	At      time.Time       `json:"at"`
+}
+
+// Outbox is the write side of the outbox inside one transaction. Every message
+// appended becomes visible with the transaction's commit, or not at all.
+type Outbox struct {
+	tx    *bolt.Tx
+	now   time.Time
+	added []Message
+}
+
+// EventID formats an outbox sequence as an event id that increases as a
+// number and as a string.
+func EventID(seq uint64) string { return fmt.Sprintf("%016d", seq) }
+
+// Append adds a message whose payload is built from its sequence number.
+func (o *Outbox) Append(topic string, build func(seq uint64) any) (Message, error) {
+	b := o.tx.Bucket(bucketOutbox)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return Message{}, fmt.Errorf("outbox sequence: %w", err)
+	}
+	payload, err := json.Marshal(build(seq))
+	if err != nil {
+		return Message{}, fmt.Errorf("encode outbox message: %w", err)
+	}
+	m := Message{Seq: seq, Topic: topic, Payload: payload, At: o.now}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return Message{}, err
+	}
+	if err := b.Put(u64(seq), raw); err != nil {
+		return Message{}, fmt.Errorf("outbox put: %w", err)
+	}
+	if err := addOutboxBytes(o.tx, int64(len(raw))); err != nil {
+		return Message{}, err
+	}
+	o.added = append(o.added, m)
+	return m, nil
+}
+
+// Event appends an upstream event, filling its id and time.
+func (o *Outbox) Event(ev contract.Event) (contract.Event, error) {
+	if ev.At.IsZero() {
+		ev.At = o.now.UTC()
+	}
+	_, err := o.Append(contract.TopicEvents, func(seq uint64) any {
+		ev.EventID = EventID(seq)
+		return ev
+	})
+	return ev, err
+}
+
+// Ack appends the acknowledgement of a downstream message.
+func (o *Outbox) Ack(msgID string, err error) error {
+	a := contract.Ack{MsgID: msgID, OK: err == nil}
+	if err != nil {
+		a.Error = err.Error()
+	}
+	_, aerr := o.Append(contract.TopicAcks, func(uint64) any { return a })
+	return aerr
+}
+
+func addOutboxBytes(tx *bolt.Tx, delta int64) error {
+	meta := tx.Bucket(bucketMeta)
+	var cur int64
+	if v := meta.Get(keyOutboxBytes); len(v) == 8 {
+		cur = int64(binary.BigEndian.Uint64(v))
+	}
+	cur += delta
+	if cur < 0 {
+		cur = 0
+	}
+	return meta.Put(keyOutboxBytes, u64(uint64(cur)))
+}
+
+func outboxBytes(tx *bolt.Tx) int64 {
+	if v := tx.Bucket(bucketMeta).Get(keyOutboxBytes); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
+}
+
+// update runs fn in a write transaction with an Outbox, enforces the outbox
+// bound, and after the commit wakes the outbox reader. It returns the messages
+// that the transaction appended.
+func (s *Store) update(now time.Time, fn func(tx *bolt.Tx, o *Outbox) error) ([]Message, error) {
+	var o *Outbox
+	dropped := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		o = &Outbox{tx: tx, now: now}
+		if err := fn(tx, o); err != nil {
+			return err
+		}
+		if len(o.added) == 0 {
+			return nil
+		}
+		var err error
+		dropped, err = s.trimOutbox(tx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if dropped > 0 {
+		s.dropped("bytes", dropped)
+	}
+	if len(o.added) > 0 {
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+	return o.added, nil
+}
+
+// trimOutbox drops the oldest messages while the outbox is over its byte bound.
+func (s *Store) trimOutbox(tx *bolt.Tx) (int, error) {
+	total := outboxBytes(tx)
+	if total <= s.cfg.OutboxMaxBytes {
+		return 0, nil
+	}
+	b := tx.Bucket(bucketOutbox)
+	var doomed [][]byte
+	var freed int64
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && total-freed > s.cfg.OutboxMaxBytes; k, v = c.Next() {
+		freed += int64(len(v))
+		doomed = append(doomed, k)
+	}
+	return deleteKeys(tx, b, doomed, freed)
+}
+
+func (s *Store) dropped(reason string, n int) {
+	s.log.Warn("outbox over its bound: dropped the oldest upstream messages; raise the outbox limit or restore the cloud link",
+		"reason", reason, "dropped", n)
+	if s.cfg.OnDrop != nil {
+		s.cfg.OnDrop(reason, n)
+	}
+}
+
+// OutboxNotify returns a channel that receives after each commit that added
+// messages to the outbox. It has room for one wake-up: readers must drain the
+// outbox after each one.
+func (s *Store) OutboxNotify() <-chan struct{} { return s.notify }
+
+// OutboxAfter returns up to max messages whose sequence is above after, oldest first.
+func (s *Store) OutboxAfter(after uint64, max int) ([]Message, error) {
+	var out []Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			var m Message
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("corrupt outbox message %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			m.Seq = binary.BigEndian.Uint64(k)
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// OutboxRemove deletes the messages with the given sequences (those that the
+// cloud broker has acknowledged). Missing ones are ignored.
+func (s *Store) OutboxRemove(seqs ...uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox)
+		var freed int64
+		for _, seq := range seqs {
+			if v := b.Get(u64(seq)); v != nil {
+				freed += int64(len(v))
+				if err := b.Delete(u64(seq)); err != nil {
+					return err
+				}
+			}
+		}
+		return addOutboxBytes(tx, -freed)
+	})
+}
+
+// OutboxStats describes the outbox backlog.
+type OutboxStats struct {
+	Depth  int
+	Bytes  int64
+	Oldest time.Time // zero when empty
+}
+
+// OutboxStats returns the outbox depth, size and the time of its oldest message.
+func (s *Store) OutboxStats() (OutboxStats, error) {
+	var st OutboxStats
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox)
+		st.Depth = b.Stats().KeyN
+		st.Bytes = outboxBytes(tx)
+		if _, v := b.Cursor().First(); v != nil {
+			var m Message
+			if err := json.Unmarshal(v, &m); err == nil {
+				st.Oldest = m.At
+			}
+		}
+		return nil
+	})
+	return st, err
+}
+
+// pruneOutbox drops outbox messages older than the age bound.
+func (s *Store) pruneOutbox(tx *bolt.Tx, now time.Time) (int, error) {
+	b := tx.Bucket(bucketOutbox)
+	limit := now.Add(-s.cfg.OutboxMaxAge)
+	var doomed [][]byte
+	var freed int64
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		var m Message
+		if err := json.Unmarshal(v, &m); err != nil {
+			return 0, fmt.Errorf("corrupt outbox message %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		if !m.At.Before(limit) {
+			break
+		}
+		freed += int64(len(v))
+		doomed = append(doomed, k)
+	}
+	return deleteKeys(tx, b, doomed, freed)
+}
+
+// deleteKeys deletes keys collected by a cursor walk (deleting under a moving
+// cursor skips entries) and books the freed outbox bytes.
+func deleteKeys(tx *bolt.Tx, b *bolt.Bucket, keys [][]byte, freed int64) (int, error) {
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), addOutboxBytes(tx, -freed)
+}

@@ -1,0 +1,174 @@
+package store
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Config configures a Store. The zero value of each field means its default.
+type Config struct {
+	// Path of the database file. Required.
+	Path string
+	// CodeKey is the locker's HMAC key for codes. Required, at least 16 bytes.
+	CodeKey []byte
+	// OpenTimeout bounds the wait for the file lock held by another process.
+	// Zero means 2 s.
+	OpenTimeout time.Duration
+	// OutboxMaxBytes bounds the outbox; past it the oldest messages are
+	// dropped. Zero means 64 MiB.
+	OutboxMaxBytes int64
+	// OutboxMaxAge drops outbox messages older than this. Zero means 30 days.
+	OutboxMaxAge time.Duration
+	// Retention keeps delivered, returned and cancelled reservations and the
+	// audit trail for this long. Zero means 30 days.
+	Retention time.Duration
+	// OnDrop is called after a commit that dropped outbox messages, with the
+	// reason ("bytes" or "age") and the count. Nil means only logging.
+	OnDrop func(reason string, n int)
+	// Logger receives the store's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	defaultOutboxMaxBytes = 64 << 20
+	defaultOutboxMaxAge   = 30 * 24 * time.Hour
+	defaultRetention      = 30 * 24 * time.Hour
+)
+
+var (
+	bucketMeta         = []byte("meta")
+	bucketDoors        = []byte("doors")
+	bucketPartners     = []byte("partners")
+	bucketUsers        = []byte("users")
+	bucketReservations = []byte("reservations")
+	bucketCodes        = []byte("codes")      // HMAC(code) -> kind byte + reservation id
+	bucketDoorIndex    = []byte("door_index") // door -> id of its active reservation
+	bucketCycles       = []byte("cycles")     // door -> Cycle in flight
+	bucketAudit        = []byte("audit")      // seq -> AuditRecord
+	bucketOutbox       = []byte("outbox")     // seq -> Message
+
+	keyOutboxBytes = []byte("outbox_bytes")
+	allBuckets     = [][]byte{bucketMeta, bucketDoors, bucketPartners, bucketUsers, bucketReservations,
+		bucketCodes, bucketDoorIndex, bucketCycles, bucketAudit, bucketOutbox}
+)
+
+// Store is the locker's database. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	db     *bolt.DB
+	log    *slog.Logger
+	notify chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (or creates) the database at cfg.Path.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("store: Path is empty; set the data directory")
+	}
+	if len(cfg.CodeKey) < 16 {
+		return nil, errors.New("store: the code key is shorter than 16 bytes; configure --code-key or let dev mode generate one")
+	}
+	if cfg.OpenTimeout == 0 {
+		cfg.OpenTimeout = 2 * time.Second
+	}
+	if cfg.OutboxMaxBytes == 0 {
+		cfg.OutboxMaxBytes = defaultOutboxMaxBytes
+	}
+	if cfg.OutboxMaxAge == 0 {
+		cfg.OutboxMaxAge = defaultOutboxMaxAge
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = defaultRetention
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("cannot open %q: another process holds it (is a gateway already running on this data dir?): %w", cfg.Path, err)
+		}
+		return nil, fmt.Errorf("cannot open %q: %w", cfg.Path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
+	}
+	return &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1)}, nil
+}
+
+// Close closes the database. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	return s.closeErr
+}
+
+// Path returns the database file path.
+func (s *Store) Path() string { return s.cfg.Path }
+
+// HashCode returns the keyed hash under which a code is stored and looked up.
+func (s *Store) HashCode(code string) []byte {
+	m := hmac.New(sha256.New, s.cfg.CodeKey)
+	m.Write([]byte(code))
+	return m.Sum(nil)
+}
+
+// Stats returns bbolt's statistics and the size of the database file.
+func (s *Store) Stats() (bolt.Stats, int64) {
+	var size int64
+	if fi, err := os.Stat(s.cfg.Path); err == nil {
+		size = fi.Size()
+	}
+	return s.db.Stats(), size
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func doorKey(door int) []byte {
+	b := make([]byte, 4)
+	binary.BigEndian.PutUint32(b, uint32(door))
+	return b
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("corrupt record %x in bucket: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}

@@ -1,0 +1,159 @@
+// Package contract is the topic contract of the locker's local broker (SPEC §4):
+// the topic names, the payload types and their decoders. Handlers depend on this
+// package and never on each other.
+package contract
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxPayload is the largest payload any topic accepts (SPEC §4: 64 KiB).
+const MaxPayload = 64 * 1024
+
+// Topics of the local broker.
+const (
+	TopicScreenCode    = "locky/screen/code"
+	TopicScreenDisplay = "locky/screen/display"
+	TopicDoorCommands  = "locky/doors/+/command" // filter
+	TopicDoorStates    = "locky/doors/+/state"   // filter
+	TopicDownPrefix    = "locky/down/"
+	TopicDownAll       = "locky/down/+" // filter
+	TopicAcks          = "locky/up/acks"
+	TopicEvents        = "locky/up/events"
+	TopicSnapshot      = "locky/up/snapshot"
+	TopicDownCommands  = "locky/down/commands"
+	TopicDownSync      = "locky/down/sync"
+)
+
+// DoorCommandTopic is the topic on which door n receives its commands.
+func DoorCommandTopic(door int) string { return "locky/doors/" + strconv.Itoa(door) + "/command" }
+
+// DoorStateTopic is the (retained) topic on which door n reports its state.
+func DoorStateTopic(door int) string { return "locky/doors/" + strconv.Itoa(door) + "/state" }
+
+// ErrBadTopic is returned by DoorFromTopic for a topic that is not a door topic
+// with a positive door number.
+var ErrBadTopic = errors.New("not a door topic locky/doors/{door}/...")
+
+// DoorFromTopic returns the door number of a locky/doors/{door}/{leaf} topic.
+func DoorFromTopic(topic, leaf string) (int, error) {
+	rest, ok := strings.CutPrefix(topic, "locky/doors/")
+	if !ok {
+		return 0, fmt.Errorf("%q: %w", topic, ErrBadTopic)
+	}
+	num, l, ok := strings.Cut(rest, "/")
+	if !ok || l != leaf {
+		return 0, fmt.Errorf("%q: %w", topic, ErrBadTopic)
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 || n > MaxDoor || num != strconv.Itoa(n) {
+		return 0, fmt.Errorf("%q: door must be a number 1..%d: %w", topic, MaxDoor, ErrBadTopic)
+	}
+	return n, nil
+}
+
+// MaxDoor is the largest door number a locker may have.
+const MaxDoor = 9999
+
+// Display results (SPEC §4).
+const (
+	ResultOpened      = "opened"
+	ResultInvalidCode = "invalid_code"
+	ResultExpired     = "expired"
+	ResultLockedOut   = "locked_out"
+	ResultDoorFault   = "door_fault"
+	ResultBusy        = "busy"
+	ResultBadRequest  = "bad_request"
+)
+
+// CodeRequest is published by the touchscreen on locky/screen/code.
+type CodeRequest struct {
+	Code      string `json:"code"`
+	RequestID string `json:"request_id"`
+}
+
+// Display is published by the controller on locky/screen/display.
+type Display struct {
+	RequestID   string `json:"request_id"`
+	Result      string `json:"result"`
+	Door        int    `json:"door,omitempty"`
+	Message     string `json:"message"`
+	RetryAfterS int    `json:"retry_after_s,omitempty"`
+}
+
+// DoorCommand is published by the controller on locky/doors/{door}/command.
+type DoorCommand struct {
+	Action    string `json:"action"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Door states reported on locky/doors/{door}/state.
+const (
+	DoorOpen   = "open"
+	DoorClosed = "closed"
+	DoorFault  = "fault"
+)
+
+// DoorState is published, retained, by a door lock on locky/doors/{door}/state.
+type DoorState struct {
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Reservation statuses.
+const (
+	StatusArriving  = "arriving"
+	StatusStored    = "stored"
+	StatusDelivered = "delivered"
+	StatusReturned  = "returned"
+	StatusCancelled = "cancelled"
+)
+
+// Event types (SPEC §4).
+const (
+	EventStored      = "reservation.stored"
+	EventDelivered   = "reservation.delivered"
+	EventReopened    = "reservation.reopened"
+	EventReturned    = "reservation.returned"
+	EventDoorFault   = "door.fault"
+	EventLeftOpen    = "door.left_open"
+	EventForcedOpen  = "door.forced_open"
+	EventLockout     = "code.lockout"
+	EventRemoteOpen  = "door.remote_open"
+	EventDoorClosed  = "door.closed"
+	EventCancelled   = "reservation.cancelled"
+)
+
+// Event is published upstream on locky/up/events. EventID is unique per locker
+// and increases (it is the outbox sequence, zero-padded so that it also sorts
+// as a string).
+type Event struct {
+	EventID     string    `json:"event_id"`
+	Type        string    `json:"type"`
+	Reservation string    `json:"reservation,omitempty"`
+	Door        int       `json:"door,omitempty"`
+	Status      string    `json:"status,omitempty"`
+	CodeKind    string    `json:"code_kind,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	RetryAfterS int       `json:"retry_after_s,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+// Ack answers every downstream message on locky/up/acks.
+type Ack struct {
+	MsgID string `json:"msg_id"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Code kinds.
+const (
+	KindDeposit = "deposit"
+	KindPickup  = "pickup"
+	KindCourier = "courier"
+)
