@@ -145,7 +145,7 @@ func (s *Store) trimOutbox(tx *bolt.Tx) (int, error) {
 	c := b.Cursor()
 	for k, v := c.First(); k != nil && total-freed > s.cfg.OutboxMaxBytes; k, v = c.Next() {
 		freed += int64(len(v))
-		doomed = append(doomed, k)
+		doomed = append(doomed, append([]byte(nil), k...))
 	}
 	return deleteKeys(tx, b, doomed, freed)
 }
@@ -240,7 +240,7 @@ func (s *Store) pruneOutbox(tx *bolt.Tx, now time.Time) (int, error) {
 			break
 		}
 		freed += int64(len(v))
-		doomed = append(doomed, k)
+		doomed = append(doomed, append([]byte(nil), k...))
 	}
 	return deleteKeys(tx, b, doomed, freed)
 }

@@ -1,0 +1,174 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// KindSupport marks a door cycle opened remotely by support, not by a code.
+const KindSupport = "support"
+
+// Cycle is a door that opened for a code (or for support) and has not closed
+// yet. It is persisted when the door reports open, so that a restart, a power
+// cut or an upgrade in the middle of a delivery still completes it.
+type Cycle struct {
+	Door        int       `json:"door"`
+	Reservation string    `json:"reservation,omitempty"`
+	Kind        string    `json:"kind"`
+	RequestID   string    `json:"request_id,omitempty"`
+	OpenedAt    time.Time `json:"opened_at"`
+}
+
+// AuditRecord is one entry of the audit trail of door openings (SPEC §6).
+type AuditRecord struct {
+	At          time.Time `json:"at"`
+	Door        int       `json:"door"`
+	Reservation string    `json:"reservation,omitempty"`
+	Kind        string    `json:"kind"`
+	Result      string    `json:"result"`
+	Reason      string    `json:"reason,omitempty"`
+	RequestID   string    `json:"request_id,omitempty"`
+}
+
+func putAudit(tx *bolt.Tx, a AuditRecord) error {
+	b := tx.Bucket(bucketAudit)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	return putJSON(b, u64(seq), a)
+}
+
+// DoorOpened persists the cycle of a door that reported open and audits the
+// opening; ev, when not nil, is appended upstream in the same transaction.
+func (s *Store) DoorOpened(now time.Time, c Cycle, ev *contract.Event) ([]Message, error) {
+	return s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+		if err := putJSON(tx.Bucket(bucketCycles), doorKey(c.Door), c); err != nil {
+			return err
+		}
+		if err := putAudit(tx, AuditRecord{At: now.UTC(), Door: c.Door, Reservation: c.Reservation,
+			Kind: c.Kind, Result: contract.ResultOpened, RequestID: c.RequestID}); err != nil {
+			return err
+		}
+		if ev != nil {
+			_, err := o.Event(*ev)
+			return err
+		}
+		return nil
+	})
+}
+
+// Transition is what closing a door does to its reservation: the new status
+// (unchanged to leave it) and the event to send upstream.
+type Transition struct {
+	Status    string
+	EventType string
+}
+
+// CloseCycle completes the cycle of a door that reported closed, in one
+// transaction: decide gives the reservation's new status and event; the code
+// that opened the door starts its grace period; the event enters the outbox;
+// the cycle is removed. It returns nil messages when the door had no cycle.
+func (s *Store) CloseCycle(now time.Time, door int, decide func(Cycle, *Reservation) Transition) (*Cycle, []Message, error) {
+	var done *Cycle
+	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+		cycles := tx.Bucket(bucketCycles)
+		var c Cycle
+		ok, err := getJSON(cycles, doorKey(door), &c)
+		if err != nil || !ok {
+			return err
+		}
+		done = &c
+		if err := cycles.Delete(doorKey(door)); err != nil {
+			return err
+		}
+		ev := contract.Event{Type: contract.EventDoorClosed, Door: door, CodeKind: c.Kind}
+		if c.Reservation != "" {
+			r, err := getReservation(tx, c.Reservation)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				t := decide(c, r)
+				next := *r
+				next.Codes = map[string]*Code{}
+				for k, v := range r.Codes {
+					cp := *v
+					next.Codes[k] = &cp
+				}
+				if code := next.Codes[c.Kind]; code != nil && code.UsedAt.IsZero() {
+					code.UsedAt = now.UTC()
+				}
+				if t.Status != "" {
+					next.Status = t.Status
+				}
+				next.UpdatedAt = now.UTC()
+				if err := putReservation(tx, r, &next); err != nil {
+					return err
+				}
+				ev = contract.Event{Type: t.EventType, Reservation: r.ID, Door: door, Status: next.Status, CodeKind: c.Kind}
+			}
+		}
+		_, err = o.Event(ev)
+		return err
+	})
+	return done, msgs, err
+}
+
+// Cycles returns the door cycles in flight (after a restart: those that were
+// open when the gateway stopped).
+func (s *Store) Cycles() ([]Cycle, error) {
+	var out []Cycle
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCycles).ForEach(func(_, v []byte) error {
+			var c Cycle
+			if err := jsonUnmarshal(v, &c); err != nil {
+				return fmt.Errorf("corrupt door cycle: %w", err)
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// AppendEvent commits one upstream event, with an audit record when a is not nil.
+func (s *Store) AppendEvent(now time.Time, ev contract.Event, a *AuditRecord) (contract.Event, []Message, error) {
+	var out contract.Event
+	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+		if a != nil {
+			if err := putAudit(tx, *a); err != nil {
+				return err
+			}
+		}
+		var err error
+		out, err = o.Event(ev)
+		return err
+	})
+	return out, msgs, err
+}
+
+// Audit returns the audit trail, oldest first, at most max records from the end.
+func (s *Store) Audit(max int) ([]AuditRecord, error) {
+	var out []AuditRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			var a AuditRecord
+			if err := jsonUnmarshal(v, &a); err != nil {
+				return fmt.Errorf("corrupt audit record %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, err
+}
