@@ -116,17 +116,17 @@ const (
 
 // Event types (SPEC §4).
 const (
-	EventStored      = "reservation.stored"
-	EventDelivered   = "reservation.delivered"
-	EventReopened    = "reservation.reopened"
-	EventReturned    = "reservation.returned"
-	EventDoorFault   = "door.fault"
-	EventLeftOpen    = "door.left_open"
-	EventForcedOpen  = "door.forced_open"
-	EventLockout     = "code.lockout"
-	EventRemoteOpen  = "door.remote_open"
-	EventDoorClosed  = "door.closed"
-	EventCancelled   = "reservation.cancelled"
+	EventStored     = "reservation.stored"
+	EventDelivered  = "reservation.delivered"
+	EventReopened   = "reservation.reopened"
+	EventReturned   = "reservation.returned"
+	EventDoorFault  = "door.fault"
+	EventLeftOpen   = "door.left_open"
+	EventForcedOpen = "door.forced_open"
+	EventLockout    = "code.lockout"
+	EventRemoteOpen = "door.remote_open"
+	EventDoorClosed = "door.closed"
+	EventCancelled  = "reservation.cancelled"
 )
 
 // Event is published upstream on locky/up/events. EventID is unique per locker
@@ -157,3 +157,13 @@ const (
 	KindPickup  = "pickup"
 	KindCourier = "courier"
 )
+
+// Message is a message as a handler receives it from the broker.
+type Message struct {
+	Topic   string
+	Payload []byte
+	// ResponseTopic and Correlation are the MQTT 5 request/response
+	// properties, when the publisher set them.
+	ResponseTopic string
+	Correlation   []byte
+}

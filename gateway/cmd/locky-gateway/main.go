@@ -1,0 +1,75 @@
+// Command locky-gateway runs one locker: the embedded MQTT broker, the store,
+// the workflow, the door driver and the bridge to the cloud. With no options
+// it runs a simulated dev locker on loopback (see --help).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/locky-edge/locky/gateway"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	start := time.Now()
+	cfg, opts, err := gateway.ParseArgs(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if opts.Version {
+		fmt.Fprintln(stdout, "locky-gateway", gateway.Version)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "locky-gateway:", err)
+		return 2
+	}
+	if opts.CheckConfig {
+		fmt.Fprintln(stdout, "configuration ok")
+		return 0
+	}
+	log := newLogger(cfg, stderr)
+
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	defer g.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C kills the process
+	}()
+	log.Info("starting", "version", gateway.Version, "since_exec", time.Since(start).Round(time.Microsecond))
+	if err := g.Run(ctx); err != nil {
+		log.Error("stopped with an error", "err", err)
+		return 1
+	}
+	log.Info("stopped cleanly", "uptime", time.Since(start).Round(time.Millisecond))
+	return 0
+}
+
+func newLogger(cfg gateway.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by ParseArgs
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

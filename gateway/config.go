@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every option of the gateway. Each field is a flag (--name), an
+// environment variable (LOCKY_NAME, dashes as underscores) and a key of the
+// config file (name = value); flags win over the environment, which wins over
+// the file. Zero values mean what each comment says.
+type Config struct {
+	LockerID string // locker id, used in cloud topics and metrics
+	DataDir  string // directory of the database and the dev code key
+	MQTTAddr string // local broker listen address
+	HTTPAddr string // HTTP listen address (metrics, health, pages)
+	// Dev mode: the local broker accepts anonymous clients and the code key
+	// is generated into the data dir when --code-key is empty.
+	Dev bool
+
+	SimDoors     int           // simulated doors; 0 means an external client plays the doors
+	SimDoorSize  string        // size of the doors created for the simulator
+	SimAutoClose time.Duration // simulated doors close after this; 0 means only when told
+
+	CodeKey string // hex HMAC key for codes (at least 16 bytes); empty means the dev key file
+
+	Grace            time.Duration // a used code stays valid this long
+	DoorTimeout      time.Duration // a door must report open within this
+	LeftOpenAfter    time.Duration // open longer than this raises door.left_open
+	LockoutThreshold int           // invalid codes within the window that lock the screen
+	LockoutWindow    time.Duration
+	LockoutBase      time.Duration // first lockout; doubles up to LockoutMax
+	LockoutMax       time.Duration
+
+	Retention      time.Duration // delivered/returned/cancelled reservations are kept this long
+	OutboxMaxBytes int64         // outbox byte bound; the oldest are dropped past it
+	OutboxMaxAge   time.Duration // outbox messages older than this are dropped
+
+	CloudURL           string        // mqtt:// or mqtts:// cloud broker; empty means no bridge
+	CloudUsername      string        // cloud broker user name
+	CloudPassword      string        // cloud broker password
+	CloudCAFile        string        // CA certificate (PEM) for mqtts://
+	CloudCertFile      string        // client certificate (PEM)
+	CloudKeyFile       string        // client key (PEM)
+	CloudSessionExpiry time.Duration // the cloud keeps the locker's session this long offline
+
+	MetricsPushURL      string        // VictoriaMetrics import URL to push metrics to; empty means no push
+	MetricsPushInterval time.Duration // how often to push
+
+	LogFormat string // text or json
+	LogLevel  string // debug, info, warn or error
+}
+
+// Defaults returns the configuration of `locky-gateway` with no options: a
+// simulated dev locker on loopback.
+func Defaults() Config {
+	return Config{
+		LockerID: "dev-locker", DataDir: "./data", MQTTAddr: "127.0.0.1:1883", HTTPAddr: "127.0.0.1:8080",
+		Dev: true, SimDoors: 12, SimDoorSize: "M",
+		Grace: 10 * time.Minute, DoorTimeout: 5 * time.Second, LeftOpenAfter: 2 * time.Minute,
+		LockoutThreshold: 5, LockoutWindow: 5 * time.Minute, LockoutBase: time.Minute, LockoutMax: time.Hour,
+		Retention: 30 * 24 * time.Hour, OutboxMaxBytes: 64 << 20, OutboxMaxAge: 30 * 24 * time.Hour,
+		CloudSessionExpiry: 7 * 24 * time.Hour, MetricsPushInterval: 30 * time.Second,
+		LogFormat: "text", LogLevel: "info",
+	}
+}
+
+// flags binds every option to a flag set.
+func (c *Config) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.LockerID, "locker-id", c.LockerID, "locker id, used in cloud topics and metrics")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the database (and of the dev code key)")
+	fs.StringVar(&c.MQTTAddr, "mqtt-addr", c.MQTTAddr, "local MQTT broker listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address: /metrics, /healthz, /readyz, pages")
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "dev mode: anonymous local broker, code key generated into the data dir")
+	fs.IntVar(&c.SimDoors, "sim-doors", c.SimDoors, "simulated doors; 0 = none, an external client plays the doors")
+	fs.StringVar(&c.SimDoorSize, "sim-door-size", c.SimDoorSize, "size of the doors created for the simulator")
+	fs.DurationVar(&c.SimAutoClose, "sim-auto-close", c.SimAutoClose, "simulated doors close after this; 0 = only when told")
+	fs.StringVar(&c.CodeKey, "code-key", c.CodeKey, "hex HMAC-SHA256 key for codes (>= 16 bytes); empty = dev key file in the data dir")
+	fs.DurationVar(&c.Grace, "grace", c.Grace, "a used code stays valid this long")
+	fs.DurationVar(&c.DoorTimeout, "door-timeout", c.DoorTimeout, "a commanded door must report open within this")
+	fs.DurationVar(&c.LeftOpenAfter, "left-open-after", c.LeftOpenAfter, "a door open longer raises door.left_open")
+	fs.IntVar(&c.LockoutThreshold, "lockout-threshold", c.LockoutThreshold, "invalid codes within --lockout-window that lock the screen")
+	fs.DurationVar(&c.LockoutWindow, "lockout-window", c.LockoutWindow, "window in which invalid codes are counted")
+	fs.DurationVar(&c.LockoutBase, "lockout-base", c.LockoutBase, "first lockout; doubles each time")
+	fs.DurationVar(&c.LockoutMax, "lockout-max", c.LockoutMax, "longest lockout")
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep delivered, returned and cancelled reservations this long")
+	fs.Int64Var(&c.OutboxMaxBytes, "outbox-max-bytes", c.OutboxMaxBytes, "outbox byte bound; the oldest messages are dropped past it")
+	fs.DurationVar(&c.OutboxMaxAge, "outbox-max-age", c.OutboxMaxAge, "outbox messages older than this are dropped")
+	fs.StringVar(&c.CloudURL, "cloud-url", c.CloudURL, "cloud broker, mqtt://host:port or mqtts://host:port; empty = no bridge")
+	fs.StringVar(&c.CloudUsername, "cloud-username", c.CloudUsername, "cloud broker user name")
+	fs.StringVar(&c.CloudPassword, "cloud-password", c.CloudPassword, "cloud broker password")
+	fs.StringVar(&c.CloudCAFile, "cloud-ca-file", c.CloudCAFile, "CA certificate (PEM) for mqtts://")
+	fs.StringVar(&c.CloudCertFile, "cloud-cert-file", c.CloudCertFile, "client certificate (PEM) for mqtts://")
+	fs.StringVar(&c.CloudKeyFile, "cloud-key-file", c.CloudKeyFile, "client key (PEM) for mqtts://")
+	fs.DurationVar(&c.CloudSessionExpiry, "cloud-session-expiry", c.CloudSessionExpiry, "the cloud broker keeps the locker's session this long while it is offline")
+	fs.StringVar(&c.MetricsPushURL, "metrics-push-url", c.MetricsPushURL, "VictoriaMetrics /api/v1/import/prometheus URL to push to; empty = no push")
+	fs.DurationVar(&c.MetricsPushInterval, "metrics-push-interval", c.MetricsPushInterval, "how often to push metrics")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+}
+
+// Options of the command line that are not part of Config.
+type Options struct {
+	ConfigFile  string
+	CheckConfig bool
+	Version     bool
+}
+
+// ParseArgs builds the configuration from the defaults, the config file
+// (--config), the LOCKY_* environment and the command line, in that order of
+// precedence from lowest to highest.
+func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Config, Options, error) {
+	cfg := Defaults()
+	var opts Options
+	fs := flag.NewFlagSet("locky-gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.flags(fs)
+	fs.StringVar(&opts.ConfigFile, "config", "", "config file of `name = value` lines (names as the flags)")
+	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
+	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return cfg, opts, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, opts, fmt.Errorf("unexpected argument %q; options are flags (see --help)", fs.Arg(0))
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	if opts.ConfigFile == "" {
+		opts.ConfigFile = getenv("LOCKY_CONFIG")
+	}
+	fromFile := map[string]bool{}
+	if opts.ConfigFile != "" {
+		kv, err := readConfigFile(opts.ConfigFile)
+		if err != nil {
+			return cfg, opts, err
+		}
+		for _, e := range kv {
+			f := fs.Lookup(e.key)
+			if f == nil || e.key == "config" || e.key == "check-config" || e.key == "version" {
+				return cfg, opts, fmt.Errorf("%s:%d: unknown option %q (options are the flag names, see --help)", opts.ConfigFile, e.line, e.key)
+			}
+			if onCommandLine[e.key] {
+				continue
+			}
+			if err := f.Value.Set(e.value); err != nil {
+				return cfg, opts, fmt.Errorf("%s:%d: %s: %w", opts.ConfigFile, e.line, e.key, err)
+			}
+			fromFile[e.key] = true
+		}
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if onCommandLine[f.Name] || envErr != nil {
+			return
+		}
+		name := "LOCKY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("environment %s: %w", name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, opts, envErr
+	}
+	return cfg, opts, cfg.Validate()
+}
+
+type keyValue struct {
+	key, value string
+	line       int
+}
+
+// readConfigFile reads `name = value` lines; # starts a comment; values may
+// be double-quoted.
+func readConfigFile(path string) ([]keyValue, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config file: %w", err)
+	}
+	defer f.Close()
+	var out []keyValue
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: expected `name = value`", path, n)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if strings.HasPrefix(v, `"`) {
+			uq, err := strconv.Unquote(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: bad quoted value: %w", path, n, err)
+			}
+			v = uq
+		} else if i := strings.Index(v, " #"); i >= 0 {
+			v = strings.TrimSpace(v[:i])
+		}
+		out = append(out, keyValue{k, v, n})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("cannot read config file %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// Validate checks the configuration and says which option to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.LockerID == "" || strings.ContainsAny(c.LockerID, "/+#") || len(c.LockerID) > 64 {
+		bad("--locker-id %q: must be 1..64 characters without / + #", c.LockerID)
+	}
+	if c.DataDir == "" {
+		bad("--data-dir is empty")
+	}
+	for name, addr := range map[string]string{"--mqtt-addr": c.MQTTAddr, "--http-addr": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("%s %q: want host:port: %v", name, addr, err)
+		}
+	}
+	if c.SimDoors < 0 || c.SimDoors > 9999 {
+		bad("--sim-doors %d: must be 0..9999", c.SimDoors)
+	}
+	if c.CodeKey == "" && !c.Dev {
+		bad("--code-key is required outside dev mode (hex, at least 16 bytes)")
+	}
+	if c.CodeKey != "" {
+		if k, err := decodeKey(c.CodeKey); err != nil {
+			bad("--code-key: %v", err)
+		} else if len(k) < 16 {
+			bad("--code-key: %d bytes; use at least 16 (32 hex digits)", len(k))
+		}
+	}
+	for name, d := range map[string]time.Duration{"--grace": c.Grace, "--door-timeout": c.DoorTimeout,
+		"--left-open-after": c.LeftOpenAfter, "--lockout-window": c.LockoutWindow, "--lockout-base": c.LockoutBase,
+		"--lockout-max": c.LockoutMax, "--retention": c.Retention, "--outbox-max-age": c.OutboxMaxAge} {
+		if d <= 0 {
+			bad("%s must be positive, not %s", name, d)
+		}
+	}
+	if c.SimAutoClose < 0 {
+		bad("--sim-auto-close must not be negative")
+	}
+	if c.LockoutThreshold < 1 {
+		bad("--lockout-threshold must be at least 1")
+	}
+	if c.LockoutMax < c.LockoutBase {
+		bad("--lockout-max %s is shorter than --lockout-base %s", c.LockoutMax, c.LockoutBase)
+	}
+	if c.OutboxMaxBytes < 1<<20 {
+		bad("--outbox-max-bytes %d: use at least 1 MiB", c.OutboxMaxBytes)
+	}
+	if c.CloudURL != "" {
+		u, err := url.Parse(c.CloudURL)
+		if err != nil || (u.Scheme != "mqtt" && u.Scheme != "mqtts") || u.Host == "" {
+			bad("--cloud-url %q: want mqtt://host:port or mqtts://host:port", c.CloudURL)
+		}
+	}
+	if c.MetricsPushURL != "" {
+		if u, err := url.Parse(c.MetricsPushURL); err != nil || u.Host == "" {
+			bad("--metrics-push-url %q: want http://host:port/api/v1/import/prometheus", c.MetricsPushURL)
+		}
+		if c.MetricsPushInterval <= 0 {
+			bad("--metrics-push-interval must be positive")
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("--log-format %q: use text or json", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("--log-level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}

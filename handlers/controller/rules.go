@@ -1,0 +1,135 @@
+package controller
+
+import (
+	"time"
+
+	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// Verdict is what a code may do for its reservation right now.
+type Verdict int
+
+const (
+	// Refuse: the code does not open anything now (invalid_code).
+	Refuse Verdict = iota
+	// Open: the code opens the door.
+	Open
+	// Expired: the pickup code of an expired reservation (expired).
+	Expired
+)
+
+// Judge decides whether a code of the given kind opens the reservation's door
+// at now (SPEC §1, §5): deposit while arriving, pickup while stored and not
+// expired, courier while stored, and any code within its grace period after
+// its first use. Pure: unit-tested without a broker.
+func Judge(r *store.Reservation, kind string, now time.Time, grace time.Duration) Verdict {
+	c := r.Codes[kind]
+	if c == nil {
+		return Refuse
+	}
+	if !c.UsedAt.IsZero() {
+		if inGrace(c.UsedAt, now, grace) && r.Status != contract.StatusCancelled {
+			return Open
+		}
+		return Refuse
+	}
+	switch {
+	case kind == contract.KindDeposit && r.Status == contract.StatusArriving:
+		return Open
+	case kind == contract.KindPickup && r.Status == contract.StatusStored:
+		if expired(r, now) {
+			return Expired
+		}
+		return Open
+	case kind == contract.KindCourier && r.Status == contract.StatusStored:
+		return Open
+	}
+	return Refuse
+}
+
+// inGrace reports whether now is within grace after used. A wall clock that
+// went backwards (a Pi without a real-time clock before NTP) counts as no time
+// elapsed: the grace period then lasts until the clock catches up, which keeps
+// a courier's undo working rather than locking a parcel in.
+func inGrace(used, now time.Time, grace time.Duration) bool {
+	return now.Sub(used) < grace
+}
+
+func expired(r *store.Reservation, now time.Time) bool {
+	return !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt)
+}
+
+// Close decides what the closing of a door does to the reservation that the
+// cycle opened it for: deposit → stored, pickup → delivered, courier on an
+// expired parcel → returned, and anything else (a courier correction, a code
+// within its grace period) reopened with the status unchanged.
+func Close(c store.Cycle, r *store.Reservation, now time.Time) store.Transition {
+	first := r.Codes[c.Kind] != nil && r.Codes[c.Kind].UsedAt.IsZero()
+	switch {
+	case first && c.Kind == contract.KindDeposit && r.Status == contract.StatusArriving:
+		return store.Transition{Status: contract.StatusStored, EventType: contract.EventStored}
+	case first && c.Kind == contract.KindPickup && r.Status == contract.StatusStored:
+		return store.Transition{Status: contract.StatusDelivered, EventType: contract.EventDelivered}
+	case c.Kind == contract.KindCourier && r.Status == contract.StatusStored && expired(r, now):
+		return store.Transition{Status: contract.StatusReturned, EventType: contract.EventReturned}
+	}
+	return store.Transition{EventType: contract.EventReopened}
+}
+
+// lockout bounds code guessing (SPEC §5.5): Threshold invalid codes within
+// Window lock the screen for Base, doubling with each lockout up to Max. The
+// doubling starts again after a code opens a door or after Max without any
+// invalid code.
+type lockout struct {
+	threshold int
+	window    time.Duration
+	base, max time.Duration
+
+	failures []time.Time // invalid attempts within the window
+	until    time.Time   // locked while now is before until
+	level    int         // lockouts so far in this series
+	last     time.Time   // time of the last invalid attempt
+}
+
+// locked returns the time left of a running lockout, or 0.
+func (l *lockout) locked(now time.Time) time.Duration {
+	if now.Before(l.until) {
+		return l.until.Sub(now)
+	}
+	return 0
+}
+
+// fail records an invalid attempt and returns the new lockout's duration when
+// this attempt starts one, or 0.
+func (l *lockout) fail(now time.Time) time.Duration {
+	if !l.last.IsZero() && now.Sub(l.last) >= l.max && !now.Before(l.until) {
+		l.level = 0
+	}
+	l.last = now
+	kept := l.failures[:0]
+	for _, t := range l.failures {
+		if now.Sub(t) < l.window {
+			kept = append(kept, t)
+		}
+	}
+	l.failures = append(kept, now)
+	if len(l.failures) < l.threshold {
+		return 0
+	}
+	d := l.base << l.level
+	if d > l.max || d <= 0 {
+		d = l.max
+	} else {
+		l.level++
+	}
+	l.failures = l.failures[:0]
+	l.until = now.Add(d)
+	return d
+}
+
+// success resets the doubling after a code opened a door.
+func (l *lockout) success() {
+	l.failures = l.failures[:0]
+	l.level = 0
+}

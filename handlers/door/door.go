@@ -1,0 +1,109 @@
+// Package door connects a door driver to the broker: open commands on
+// locky/doors/{door}/command reach the driver, and every state the driver
+// reports is published, retained, on locky/doors/{door}/state.
+package door
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// Driver is a bank of door locks.
+type Driver interface {
+	Open(door int) error
+	// Watch registers the receiver of state changes and reports every
+	// door's current state to it.
+	Watch(report func(door int, st contract.DoorState))
+}
+
+// Broker is what the handler needs of the local broker.
+type Broker interface {
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+	Subscribe(filter string, fn func(contract.Message)) error
+}
+
+// Config configures a Handler.
+type Config struct {
+	Driver Driver       // required
+	Broker Broker       // required
+	Logger *slog.Logger // nil means slog.Default()
+}
+
+// Handler runs a door driver on the broker.
+type Handler struct {
+	cfg   Config
+	log   *slog.Logger
+	queue chan int
+	wg    sync.WaitGroup
+}
+
+// New returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Driver == nil || cfg.Broker == nil {
+		return nil, errors.New("door: Driver and Broker are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "door"), queue: make(chan int, 256)}, nil
+}
+
+// Start subscribes to the door commands and publishes the doors' states; the
+// driver is driven from its own goroutine until ctx ends.
+func (h *Handler) Start(ctx context.Context) error {
+	h.cfg.Driver.Watch(h.report)
+	if err := h.cfg.Broker.Subscribe(contract.TopicDoorCommands, h.command); err != nil {
+		return err
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case door := <-h.queue:
+				if err := h.cfg.Driver.Open(door); err != nil {
+					h.log.Warn("door driver refused an open command", "door", door, "err", err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Wait waits for the driver goroutine to end after ctx is done.
+func (h *Handler) Wait() { h.wg.Wait() }
+
+func (h *Handler) command(m contract.Message) {
+	door, err := contract.DoorFromTopic(m.Topic, "command")
+	if err != nil {
+		h.log.Warn("ignored a command on a bad door topic", "topic", m.Topic)
+		return
+	}
+	if _, err := contract.DecodeDoorCommand(m.Payload); err != nil {
+		h.log.Warn("ignored a door command that does not decode", "door", door, "err", err)
+		return
+	}
+	select {
+	case h.queue <- door:
+	default:
+		h.log.Error("door command queue full; command dropped (the controller reports a door fault)", "door", door)
+	}
+}
+
+func (h *Handler) report(door int, st contract.DoorState) {
+	payload, err := json.Marshal(st)
+	if err != nil {
+		h.log.Error("cannot encode a door state", "err", err)
+		return
+	}
+	if err := h.cfg.Broker.Publish(contract.DoorStateTopic(door), payload, true, 1); err != nil {
+		h.log.Error("cannot publish a door state", "door", door, "err", err)
+	}
+}
