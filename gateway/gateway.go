@@ -53,6 +53,7 @@ type Gateway struct {
 	http       *http.Server
 
 	ready     atomic.Bool
+	readyCh   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 	stopped   chan struct{}
@@ -67,7 +68,8 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	g = &Gateway{cfg: cfg, log: log, metrics: metrics.NewSet(), started: time.Now(), stopped: make(chan struct{})}
+	g = &Gateway{cfg: cfg, log: log, metrics: metrics.NewSet(), started: time.Now(),
+		stopped: make(chan struct{}), readyCh: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			g.closeAll()
@@ -207,6 +209,18 @@ func (g *Gateway) Store() *store.Store { return g.store }
 // handlers subscribed.
 func (g *Gateway) Ready() bool { return g.ready.Load() }
 
+// WaitReady returns once the gateway is ready, or with ctx's error.
+func (g *Gateway) WaitReady(ctx context.Context) error {
+	select {
+	case <-g.readyCh:
+		return nil
+	case <-g.stopped:
+		return errors.New("gateway stopped before it was ready")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Run starts everything and serves until ctx ends, then stops gracefully:
 // no new codes, open door cycles persisted, outbox flushed, everything closed.
 func (g *Gateway) Run(ctx context.Context) error {
@@ -255,6 +269,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() { httpDone <- g.http.Serve(g.httpLn) }()
 	go g.pruneLoop(runCtx)
 	g.ready.Store(true)
+	close(g.readyCh)
 	g.log.Info("locker ready", "locker_id", g.cfg.LockerID, "mqtt", g.MQTTAddr(), "http", "http://"+g.HTTPAddr(),
 		"sim_doors", g.cfg.SimDoors, "data_dir", g.cfg.DataDir, "startup", time.Since(g.started).Round(time.Microsecond))
 
