@@ -1,0 +1,24 @@
+// Package bridge links the locker to the cloud MQTT broker that the back-end
+// uses (SPEC §7).
+//
+// Upstream, it drains the store's durable outbox, not a local subscription: a
+// broker drops QoS 1 messages to a slow subscriber under a burst, the outbox
+// does not. Each message is mapped from its local topic (locky/up/X) to the
+// cloud (lockers/{id}/up/X), published with QoS 1 in outbox order with a
+// window of messages in flight, and removed from the outbox only after the
+// cloud broker's PUBACK. After every reconnect it starts again from the oldest
+// message still in the outbox: the back-end sees duplicates (it deduplicates by
+// event_id), never a gap.
+//
+// Downstream, it subscribes to lockers/{id}/down/# and publishes each message
+// on the local broker as locky/down/#. The store handlers commit it inside that
+// publish, so the bridge acknowledges it to the cloud only after Publish
+// returns; a message the local broker could not take is left unacknowledged
+// and the link is dropped, so that the cloud broker sends it again.
+//
+// The cloud session is persistent (client id = locker id, clean start off, a
+// session expiry), the retained lockers/{id}/status says online after every
+// connect, and the Will says offline. Connection attempts back off
+// exponentially with jitter; a dead uplink logs one line a minute, not one per
+// attempt.
+package bridge

@@ -1,0 +1,236 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
+)
+
+// seqKey marks, in the context of a publish, the outbox sequence it carries.
+type seqKey struct{}
+
+// window is the paho session state of one connection, which also reports the
+// outcome of each outbox message published on it: paho's asynchronous publish
+// returns once the packet is written and tells nobody of its PUBACK; the
+// window routes it, with the message's outbox sequence, to acks.
+//
+// A fresh window per connection means paho never resends anything by itself
+// after a reconnect: the outbox is the one source of what to resend.
+type window struct {
+	session.SessionManager
+	size int
+	// acks receives one packet per outbox message added to the session: its
+	// PUBACK, or a zero packet when the session closes first. It must never
+	// fill (paho sends to it holding its lock): the pump keeps at most size
+	// messages unanswered, and stops publishing at the first failure.
+	acks chan packets.ControlPacket
+
+	mu   sync.Mutex
+	seqs map[uint16]uint64 // packet id -> outbox sequence
+}
+
+func newWindow(size int) *window {
+	return &window{
+		SessionManager: state.NewInMemory(),
+		size:           size,
+		acks:           make(chan packets.ControlPacket, size+1),
+		seqs:           make(map[uint16]uint64, size),
+	}
+}
+
+// AddToSession routes the answer to an outbox message to w.acks.
+func (w *window) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	seq, ok := ctx.Value(seqKey{}).(uint64)
+	pub, isPub := p.(*packets.Publish)
+	if !ok || !isPub {
+		return w.SessionManager.AddToSession(ctx, p, resp)
+	}
+	if err := w.SessionManager.AddToSession(ctx, p, w.acks); err != nil {
+		return err
+	}
+	// The PUBACK cannot arrive before the packet is written, which paho does
+	// after this returns.
+	w.mu.Lock()
+	w.seqs[pub.PacketID] = seq
+	w.mu.Unlock()
+	return nil
+}
+
+// take returns the outbox sequence of the packet id that a PUBACK answers.
+func (w *window) take(id uint16) (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seq, ok := w.seqs[id]
+	delete(w.seqs, id)
+	return seq, ok
+}
+
+// close ends the session; unanswered messages get a zero packet on acks.
+func (w *window) close() {
+	_ = w.SessionManager.Close() // the in-memory state never fails to close
+}
+
+// pump publishes the outbox in order on one connection, keeping up to the
+// window's size in flight, and hands each acknowledged sequence to the
+// remover. It returns when the connection ends or ctx is done.
+func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remover) error {
+	defer b.inflight.Store(0)
+	var next uint64 // last sequence published on this connection
+	inflight := 0
+	more := true // the outbox may hold more than was read
+	notify := b.cfg.Outbox.OutboxNotify()
+	for {
+		for more && inflight < w.size {
+			room := w.size - inflight
+			msgs, err := b.cfg.Outbox.OutboxAfter(next, room)
+			if err != nil {
+				b.outboxLog.Log(slog.LevelError, "cannot read the outbox; retrying", "error", err)
+				if !sleep(ctx, cli.Done(), b.cfg.RetryMin) {
+					return nil
+				}
+				continue
+			}
+			more = len(msgs) == room
+			for _, m := range msgs {
+				topic, qos, ok := mapTopic(b.up, m.Topic)
+				if !ok {
+					b.m.dropped.Inc()
+					b.log.Error("outbox message on a topic that no Up mapping matches: dropped; fix the bridge mappings",
+						"topic", m.Topic, "seq", m.Seq)
+					rm.add(m.Seq)
+					next = m.Seq
+					continue
+				}
+				pctx := context.WithValue(ctx, seqKey{}, m.Seq)
+				_, err := cli.PublishWithOptions(pctx, &paho.Publish{QoS: qos, Topic: topic, Payload: m.Payload},
+					paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					// The link is going down (or the broker cannot take this
+					// message): the next connection starts from the outbox again.
+					return fmt.Errorf("cannot publish outbox message %d on %s: %w", m.Seq, topic, err)
+				}
+				b.m.sent.Inc()
+				next = m.Seq
+				if qos == 0 {
+					rm.add(m.Seq)
+				} else {
+					inflight++
+					b.inflight.Store(int64(inflight))
+				}
+			}
+		}
+		var wake <-chan struct{}
+		if !more {
+			wake = notify
+		}
+		select {
+		case a := <-w.acks:
+			inflight--
+			b.inflight.Store(int64(inflight))
+			b.acked(a, w, rm)
+		case <-wake:
+			more = true
+		case <-cli.Done():
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// acked handles the cloud broker's answer to one outbox message.
+func (b *Bridge) acked(a packets.ControlPacket, w *window, rm *remover) {
+	pa, ok := a.Content.(*packets.Puback)
+	if !ok {
+		return // the session closed first: the message stays in the outbox
+	}
+	seq, ok := w.take(pa.PacketID)
+	if !ok {
+		return
+	}
+	if pa.ReasonCode >= 0x80 {
+		b.m.rejected.Inc()
+		b.upLog.Log(slog.LevelError, "the cloud broker refused an upstream message; it stays in the outbox and is sent again after the next reconnect; check the broker's ACL for lockers/{id}/#",
+			"seq", seq, "reason", pa.Reason(), "reason_code", fmt.Sprintf("0x%02x", pa.ReasonCode))
+		return
+	}
+	b.m.acked.Inc()
+	rm.add(seq)
+}
+
+// sleep waits d unless ctx or done ends first; it reports whether it waited.
+func sleep(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-done:
+		return false
+	}
+}
+
+// remover deletes acknowledged messages from the outbox in the background,
+// all that were acknowledged since its last commit in one transaction, so
+// that a disk sync does not stall the pump.
+type remover struct {
+	b    *Bridge
+	wake chan struct{}
+
+	mu   sync.Mutex
+	seqs []uint64
+}
+
+func newRemover(b *Bridge) *remover {
+	return &remover{b: b, wake: make(chan struct{}, 1)}
+}
+
+func (r *remover) add(seq uint64) {
+	r.mu.Lock()
+	r.seqs = append(r.seqs, seq)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run removes until ctx is done, then removes what is left.
+func (r *remover) run(ctx context.Context) {
+	for {
+		select {
+		case <-r.wake:
+			r.flush()
+		case <-ctx.Done():
+			r.flush()
+			return
+		}
+	}
+}
+
+func (r *remover) flush() {
+	r.mu.Lock()
+	seqs := r.seqs
+	r.seqs = nil
+	r.mu.Unlock()
+	if len(seqs) == 0 {
+		return
+	}
+	if err := r.b.cfg.Outbox.OutboxRemove(seqs...); err != nil {
+		// They stay in the outbox and are sent again: a duplicate, not a loss.
+		r.b.outboxLog.Log(slog.LevelError, "cannot remove acknowledged messages from the outbox; they will be sent again",
+			"count", len(seqs), "error", err)
+	}
+}
