@@ -107,12 +107,19 @@ type received struct {
 
 // client is a real MQTT 5 client that records every message it receives.
 type client struct {
-	t  testing.TB
+	t testing.TB
+	*recorder
+}
+
+type recorder struct {
 	c  *paho.Client
 	mu sync.Mutex
 	in []received
 	ch chan struct{}
 }
+
+// with returns the client bound to another test (a subtest).
+func (c *client) with(t testing.TB) *client { return &client{t: t, recorder: c.recorder} }
 
 // connect connects a client to addr and subscribes it to filters.
 func connect(t testing.TB, addr string, filters ...string) *client {
@@ -121,7 +128,7 @@ func connect(t testing.TB, addr string, filters ...string) *client {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
-	cl := &client{t: t, ch: make(chan struct{}, 1)}
+	cl := &client{t: t, recorder: &recorder{ch: make(chan struct{}, 1)}}
 	cl.c = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
@@ -203,10 +210,27 @@ func (c *client) await(topic string, match func([]byte) bool) received {
 			defer c.mu.Unlock()
 			var seen []string
 			for _, m := range c.in {
-				seen = append(seen, m.topic+" "+string(m.payload))
+				p := string(m.payload)
+				if len(p) > 300 {
+					p = p[:300] + "…"
+				}
+				seen = append(seen, m.topic+" "+p)
 			}
 			c.t.Fatalf("no matching message on %s; received:\n%s", topic, strings.Join(seen, "\n"))
 			return received{}
+		}
+	}
+}
+
+// awaitCount waits until n received messages on topic match.
+func (c *client) awaitCount(topic string, match func([]byte) bool, n int) {
+	c.t.Helper()
+	deadline := time.After(waitLimit)
+	for c.count(topic, match) < n {
+		select {
+		case <-c.ch:
+		case <-deadline:
+			c.t.Fatalf("%d matching messages on %s; want %d", c.count(topic, match), topic, n)
 		}
 	}
 }

@@ -111,10 +111,10 @@ type Controller struct {
 	m   *workflowMetrics
 
 	work chan func()
-	mu   sync.Mutex // guards closed
-	done chan struct{}
+	mu   sync.Mutex // guards stop and shut
 	stop context.CancelFunc
-	wg   sync.WaitGroup
+	shut bool
+	done chan struct{} // closed when Run returns
 
 	// owned by the Run goroutine
 	cycles map[int]*cycle
@@ -166,9 +166,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.cycles[sc.Door] = cy
 		c.log.Info("restored a door cycle that was open at the last stop", "door", sc.Door, "reservation", sc.Reservation, "kind", sc.Kind)
 	}
+	c.mu.Lock()
+	if c.shut {
+		c.mu.Unlock()
+		return nil
+	}
 	ctx, c.stop = context.WithCancel(ctx)
-	c.wg.Add(1)
-	defer c.wg.Done()
+	c.mu.Unlock()
 	defer close(c.done)
 	for {
 		select {
@@ -189,11 +193,13 @@ func (c *Controller) Run(ctx context.Context) error {
 // completed by the next start. It is safe to call more than once.
 func (c *Controller) Close() error {
 	c.mu.Lock()
-	if c.stop != nil {
-		c.stop()
-	}
+	stop := c.stop
+	c.shut = true
 	c.mu.Unlock()
-	c.wg.Wait()
+	if stop != nil {
+		stop()
+		<-c.done
+	}
 	return nil
 }
 
