@@ -1,0 +1,41 @@
+package bridge
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/locky-edge/locky/gateway/testenv"
+)
+
+// BenchmarkReplay appends 10 000 events while the link is cut, restores it
+// and reports how fast the outbox replays to a real Mosquitto, until the
+// back-end has received them all.
+func BenchmarkReplay(b *testing.B) {
+	const n = 10000
+	cloud := testenv.StartMosquitto(b)
+	proxy := testenv.NewProxy(b, cloud.Addr)
+	backend := newCloudClient(b, cloud.URL(), "backend", "", "", "lockers/+/up/#")
+	s := newStore(b)
+	br := startBridge(b, Config{URL: proxy.URL(), Outbox: s, Local: newLocal(b), Logger: slog.New(slog.DiscardHandler)})
+	waitUntil(b, "link up", br.LinkUp)
+
+	var total time.Duration
+	first := uint64(1)
+	for i := 0; i < b.N; i++ {
+		proxy.Cut()
+		waitUntil(b, "link down", func() bool { return !br.LinkUp() })
+		appendEvents(b, s, n)
+		start := time.Now()
+		proxy.Restore()
+		backend.expectEvents(b, eventTopic("L1"), first, n)
+		total += time.Since(start)
+		first += n
+		waitUntil(b, "outbox empty", func() bool {
+			st, err := s.OutboxStats()
+			return err == nil && st.Depth == 0
+		})
+	}
+	b.ReportMetric(float64(n*b.N)/total.Seconds(), "events/s")
+	b.ReportMetric(0, "ns/op")
+}
