@@ -1,0 +1,360 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// buildGateway compiles this program once for the test.
+func buildGateway(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "locky-gateway")
+	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// process is a gateway running as a child process.
+type process struct {
+	cmd        *exec.Cmd
+	mqtt, http string
+	exited     chan struct{}
+}
+
+// startProcess runs the gateway on free ports and waits for its ready log line.
+func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
+	t.Helper()
+	args := append([]string{"--data-dir", dataDir, "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--log-format", "json"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				MQTT string `json:"mqtt"`
+				HTTP string `json:"http"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "locker ready" {
+				p.mqtt, p.http = line.MQTT, strings.TrimPrefix(line.HTTP, "http://")
+				close(ready)
+			}
+		}
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case <-ready:
+	case <-p.exited:
+		t.Fatalf("gateway exited before it was ready")
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gateway not ready")
+	}
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *process) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// driver runs door cycles against a gateway through MQTT and the simulator's
+// HTTP controls, failing fast (not the test) when the gateway dies under it.
+type driver struct {
+	c        *paho.Client
+	http     string
+	mu       sync.Mutex
+	acks     map[string]bool
+	displays map[string]string
+	events   map[string]bool // reservation + " " + event type
+	notify   chan struct{}
+	exited   <-chan struct{}
+}
+
+func connectDriver(p *process) (*driver, error) {
+	conn, err := net.Dial("tcp", p.mqtt)
+	if err != nil {
+		return nil, err
+	}
+	d := &driver{http: p.http, acks: map[string]bool{}, displays: map[string]string{}, events: map[string]bool{},
+		notify: make(chan struct{}, 1), exited: p.exited}
+	d.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) {
+			d.mu.Lock()
+			switch pr.Packet.Topic {
+			case contract.TopicAcks:
+				var a contract.Ack
+				if json.Unmarshal(pr.Packet.Payload, &a) == nil {
+					d.acks[a.MsgID] = a.OK
+				}
+			case contract.TopicEvents:
+				var e contract.Event
+				if json.Unmarshal(pr.Packet.Payload, &e) == nil {
+					d.events[e.Reservation+" "+e.Type] = true
+				}
+			case contract.TopicScreenDisplay:
+				var v contract.Display
+				if json.Unmarshal(pr.Packet.Payload, &v) == nil {
+					d.displays[v.RequestID] = v.Result
+				}
+			}
+			d.mu.Unlock()
+			select {
+			case d.notify <- struct{}{}:
+			default:
+			}
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := d.c.Connect(ctx, &paho.Connect{ClientID: "crash-driver", CleanStart: true, KeepAlive: 30}); err != nil {
+		return nil, err
+	}
+	_, err = d.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: contract.TopicAcks, QoS: 1}, {Topic: contract.TopicScreenDisplay, QoS: 1}, {Topic: contract.TopicEvents, QoS: 1}}})
+	return d, err
+}
+
+func (d *driver) publish(topic string, v any) error {
+	b, _ := json.Marshal(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := d.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: b})
+	return err
+}
+
+// wait waits until cond holds or 3 s pass (the gateway was probably killed).
+func (d *driver) wait(cond func() bool) error {
+	deadline := time.After(3 * time.Second)
+	for {
+		d.mu.Lock()
+		ok := cond()
+		d.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-d.notify:
+		case <-d.exited:
+			return fmt.Errorf("gateway died")
+		case <-deadline:
+			return fmt.Errorf("no answer")
+		}
+	}
+}
+
+func (d *driver) closeDoor(door int) error {
+	resp, err := http.Post(fmt.Sprintf("http://%s/sim/doors/%d/close", d.http, door), "", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// step advances reservation i by one door cycle from its status and returns
+// the new status. A door still held by an earlier reservation leaves it as is.
+func (d *driver) step(i int, status string, round int) (string, error) {
+	id, door := fmt.Sprintf("R%d", i), i%12+1
+	deposit, pickup := fmt.Sprintf("%06d", 100000+i), fmt.Sprintf("%06d", 500000+i)
+	code, next, event := "", "", ""
+	switch status {
+	case "":
+		msgID := fmt.Sprintf("m-%d-%d", i, round)
+		err := d.publish(contract.TopicDownPrefix+contract.EntityReservations, contract.DownMessage{MsgID: msgID, Op: contract.OpUpsert,
+			Reservation: &contract.Reservation{ID: id, Version: 1, Door: door, DepositCode: deposit, PickupCode: pickup,
+				CourierCode: fmt.Sprintf("%06d", 900000+i)}})
+		if err != nil {
+			return status, err
+		}
+		var ok bool
+		err = d.wait(func() bool { var seen bool; ok, seen = d.acks[msgID]; return seen })
+		if err != nil || !ok {
+			return status, err
+		}
+		return contract.StatusArriving, nil
+	case contract.StatusArriving:
+		code, next, event = deposit, contract.StatusStored, contract.EventStored
+	case contract.StatusStored:
+		code, next, event = pickup, contract.StatusDelivered, contract.EventDelivered
+	default:
+		return status, nil
+	}
+	req := fmt.Sprintf("q-%d-%d", i, round)
+	if err := d.publish(contract.TopicScreenCode, contract.CodeRequest{Code: code, RequestID: req}); err != nil {
+		return status, err
+	}
+	if err := d.wait(func() bool { return d.displays[req] != "" }); err != nil {
+		return status, err
+	}
+	d.mu.Lock()
+	opened := d.displays[req] == contract.ResultOpened
+	d.mu.Unlock()
+	if !opened {
+		return status, fmt.Errorf("%s: code answered %s", id, d.displays[req])
+	}
+	if err := d.closeDoor(door); err != nil {
+		return status, err
+	}
+	if err := d.wait(func() bool { return d.events[id+" "+event] }); err != nil {
+		return status, err
+	}
+	return next, nil
+}
+
+// checkInvariants opens the database the killed gateway left and checks that
+// every status change has its event and every event its change.
+func checkInvariants(t *testing.T, dataDir string) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dataDir, "code.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(store.Config{Path: filepath.Join(dataDir, "locky.db"), CodeKey: key})
+	if err != nil {
+		t.Fatalf("database damaged after SIGKILL: %v", err)
+	}
+	defer st.Close()
+	rs, err := st.Reservations()
+	if err != nil {
+		t.Fatalf("reservations unreadable after SIGKILL: %v", err)
+	}
+	msgs, err := st.OutboxAfter(0, 1<<30)
+	if err != nil {
+		t.Fatalf("outbox unreadable after SIGKILL: %v", err)
+	}
+	events := map[string]map[string]bool{}
+	for _, m := range msgs {
+		if m.Topic != contract.TopicEvents {
+			continue
+		}
+		var e contract.Event
+		if err := json.Unmarshal(m.Payload, &e); err != nil {
+			t.Fatalf("corrupt event %s: %v", m.Payload, err)
+		}
+		if events[e.Reservation] == nil {
+			events[e.Reservation] = map[string]bool{}
+		}
+		events[e.Reservation][e.Type] = true
+	}
+	status := map[string]string{}
+	for _, r := range rs {
+		status[r.ID] = r.Status
+		ev := events[r.ID]
+		wantStored := r.Status == contract.StatusStored || r.Status == contract.StatusDelivered
+		if ev[contract.EventStored] != wantStored {
+			t.Errorf("%s is %s but its stored event present=%v", r.ID, r.Status, ev[contract.EventStored])
+		}
+		if ev[contract.EventDelivered] != (r.Status == contract.StatusDelivered) {
+			t.Errorf("%s is %s but its delivered event present=%v", r.ID, r.Status, ev[contract.EventDelivered])
+		}
+		var i int
+		fmt.Sscanf(r.ID, "R%d", &i)
+		got, kind, err := st.LookupCode(fmt.Sprintf("%06d", 500000+i))
+		if err != nil || got == nil || got.ID != r.ID || kind != contract.KindPickup {
+			t.Errorf("%s: pickup code lookup gives %v %q %v", r.ID, got, kind, err)
+		}
+	}
+	for id := range events {
+		if id != "" && status[id] == "" {
+			t.Errorf("events for %s, which does not exist", id)
+		}
+	}
+	return status
+}
+
+func TestSIGKILLLosesNoCommittedChangeAndNoEvent(t *testing.T) {
+	bin := buildGateway(t)
+	dataDir := t.TempDir()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	const reservations, kills = 72, 20
+	status := map[string]string{}
+	for round := 0; round <= kills; round++ {
+		p := startProcess(t, bin, dataDir)
+		d, err := connectDriver(p)
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		if round < kills {
+			// SIGKILL at a random point of the stream of door cycles.
+			delay := time.Duration(rng.IntN(300)) * time.Millisecond
+			time.AfterFunc(delay, func() { _ = p.cmd.Process.Signal(syscall.SIGKILL) })
+		}
+		steps := 0
+	stream:
+		for !allDelivered(status, reservations) {
+			for i := 0; i < reservations; i++ {
+				id := fmt.Sprintf("R%d", i)
+				before := status[id]
+				if status[id], err = d.step(i, before, round); err != nil {
+					break stream
+				}
+				if status[id] != before {
+					steps++
+				}
+			}
+		}
+		t.Logf("round %d: %d steps, then %v", round, steps, err)
+		if round == kills {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		<-p.exited
+		status = checkInvariants(t, dataDir)
+		if t.Failed() {
+			t.Fatalf("invariants broken after round %d", round)
+		}
+		if round == kills && err != nil {
+			t.Fatalf("the last round, without a kill, failed: %v", err)
+		}
+	}
+	if !allDelivered(status, reservations) {
+		t.Fatalf("not every parcel was delivered: %v", status)
+	}
+}
+
+func allDelivered(status map[string]string, n int) bool {
+	for i := 0; i < n; i++ {
+		if status[fmt.Sprintf("R%d", i)] != contract.StatusDelivered {
+			return false
+		}
+	}
+	return true
+}
