@@ -80,7 +80,7 @@ func Close(c store.Cycle, r *store.Reservation, now time.Time) store.Transition 
 // lockout bounds code guessing (SPEC §5.5): Threshold invalid codes within
 // Window lock the screen for Base, doubling with each lockout up to Max. The
 // doubling starts again after a code opens a door or after Max without any
-// invalid code.
+// invalid code once the last lockout ended.
 type lockout struct {
 	threshold int
 	window    time.Duration
@@ -103,7 +103,11 @@ func (l *lockout) locked(now time.Time) time.Duration {
 // fail records an invalid attempt and returns the new lockout's duration when
 // this attempt starts one, or 0.
 func (l *lockout) fail(now time.Time) time.Duration {
-	if !l.last.IsZero() && now.Sub(l.last) >= l.max && !now.Before(l.until) {
+	quietSince := l.last
+	if l.until.After(quietSince) {
+		quietSince = l.until
+	}
+	if !l.last.IsZero() && now.Sub(quietSince) >= l.max {
 		l.level = 0
 	}
 	l.last = now

@@ -1,0 +1,359 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+func TestJudge(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	grace := 10 * time.Minute
+	f := func(status, kind string, usedAgo time.Duration, expiresIn time.Duration, want Verdict) {
+		t.Helper()
+		r := &store.Reservation{Status: status, Codes: map[string]*store.Code{
+			contract.KindDeposit: {}, contract.KindPickup: {}, contract.KindCourier: {}}}
+		if usedAgo > 0 {
+			r.Codes[kind].UsedAt = now.Add(-usedAgo)
+		}
+		if expiresIn != 0 {
+			r.ExpiresAt = now.Add(expiresIn)
+		}
+		if got := Judge(r, kind, now, grace); got != want {
+			t.Errorf("Judge(%s, %s, used %s ago, expires in %s) = %d; want %d", status, kind, usedAgo, expiresIn, got, want)
+		}
+	}
+	f(contract.StatusArriving, contract.KindDeposit, 0, 0, Open)
+	f(contract.StatusArriving, contract.KindPickup, 0, 0, Refuse)
+	f(contract.StatusArriving, contract.KindCourier, 0, 0, Refuse)
+	f(contract.StatusStored, contract.KindDeposit, time.Minute, 0, Open) // grace: undo a mistake
+	f(contract.StatusStored, contract.KindDeposit, 11*time.Minute, 0, Refuse)
+	f(contract.StatusStored, contract.KindPickup, 0, 0, Open)
+	f(contract.StatusStored, contract.KindPickup, 0, time.Hour, Open)
+	f(contract.StatusStored, contract.KindPickup, 0, -time.Second, Expired)
+	f(contract.StatusStored, contract.KindCourier, 0, 0, Open)
+	f(contract.StatusStored, contract.KindCourier, 0, -time.Hour, Open) // returns the parcel
+	f(contract.StatusDelivered, contract.KindPickup, 9*time.Minute, 0, Open)
+	f(contract.StatusDelivered, contract.KindPickup, 10*time.Minute, 0, Refuse)
+	f(contract.StatusDelivered, contract.KindCourier, 0, 0, Refuse)
+	f(contract.StatusCancelled, contract.KindDeposit, 0, 0, Refuse)
+	f(contract.StatusReturned, contract.KindCourier, 20*time.Minute, 0, Refuse)
+}
+
+func TestClose(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	f := func(status, kind string, used bool, expired bool, want store.Transition) {
+		t.Helper()
+		r := &store.Reservation{Status: status, Codes: map[string]*store.Code{kind: {}}}
+		if used {
+			r.Codes[kind].UsedAt = now.Add(-time.Minute)
+		}
+		if expired {
+			r.ExpiresAt = now.Add(-time.Hour)
+		}
+		if got := Close(store.Cycle{Kind: kind}, r, now); got != want {
+			t.Errorf("Close(%s, %s, used=%v, expired=%v) = %+v; want %+v", status, kind, used, expired, got, want)
+		}
+	}
+	reopened := store.Transition{EventType: contract.EventReopened}
+	f(contract.StatusArriving, contract.KindDeposit, false, false, store.Transition{Status: contract.StatusStored, EventType: contract.EventStored})
+	f(contract.StatusStored, contract.KindPickup, false, false, store.Transition{Status: contract.StatusDelivered, EventType: contract.EventDelivered})
+	f(contract.StatusStored, contract.KindCourier, false, true, store.Transition{Status: contract.StatusReturned, EventType: contract.EventReturned})
+	f(contract.StatusStored, contract.KindCourier, false, false, reopened)
+	f(contract.StatusStored, contract.KindDeposit, true, false, reopened)
+	f(contract.StatusDelivered, contract.KindPickup, true, false, reopened)
+}
+
+func TestLockoutDoublesUpToTheMaximum(t *testing.T) {
+	l := lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	var got []time.Duration
+	for round := 0; round < 8; round++ {
+		for i := 0; i < 4; i++ {
+			if d := l.fail(now); d != 0 {
+				t.Fatalf("round %d: lockout after %d failures; want after 5", round, i+1)
+			}
+		}
+		d := l.fail(now)
+		got = append(got, d)
+		if l.locked(now) != d {
+			t.Fatalf("locked for %s; want %s", l.locked(now), d)
+		}
+		now = now.Add(d) // the lockout ends; the next attempts come at once
+	}
+	want := []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 16 * time.Minute,
+		32 * time.Minute, time.Hour, time.Hour}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("lockouts %v; want %v", got, want)
+		}
+	}
+	l.success()
+	for i := 0; i < 4; i++ {
+		l.fail(now)
+	}
+	if d := l.fail(now); d != time.Minute {
+		t.Fatalf("lockout after a successful code %s; want the first lockout again, 1m", d)
+	}
+	// Failures spread wider than the window never lock.
+	l = lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}
+	for i := 0; i < 20; i++ {
+		if d := l.fail(now.Add(time.Duration(i) * 2 * time.Minute)); d != 0 {
+			t.Fatalf("locked out by failures 2 min apart")
+		}
+	}
+}
+
+// recorder is a broker that records what the controller publishes.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []contract.Message
+}
+
+func (r *recorder) Publish(topic string, payload []byte, _ bool, _ byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, contract.Message{Topic: topic, Payload: payload})
+	return nil
+}
+
+func (r *recorder) PublishResponse(topic string, correlation, payload []byte) error {
+	return r.Publish(topic, payload, false, 1)
+}
+
+func (r *recorder) displays() []contract.Display {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []contract.Display
+	for _, m := range r.msgs {
+		if m.Topic == contract.TopicScreenDisplay {
+			var d contract.Display
+			_ = json.Unmarshal(m.Payload, &d)
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (r *recorder) last() contract.Display {
+	d := r.displays()
+	if len(d) == 0 {
+		return contract.Display{}
+	}
+	return d[len(d)-1]
+}
+
+// rig is a controller on a real store with a recording broker, inside a
+// synctest bubble so that its timers run on the fake clock.
+type rig struct {
+	t  *testing.T
+	c  *Controller
+	st *store.Store
+	b  *recorder
+}
+
+func newRig(t *testing.T) *rig {
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.EnsureDoors(4, "M"); err != nil {
+		t.Fatal(err)
+	}
+	b := &recorder{}
+	c, err := New(Config{Store: st, Broker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go c.Run(ctx)
+	t.Cleanup(func() { cancel(); c.Close() })
+	r := &rig{t: t, c: c, st: st, b: b}
+	msgs, err := st.UpsertReservation(time.Now(), "m-1", contract.Reservation{ID: "R1", Version: 1, Door: 2,
+		DepositCode: "1111", PickupCode: "2222", CourierCode: "3333"}, time.Minute)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("upsert: %v %v", msgs, err)
+	}
+	return r
+}
+
+func (r *rig) code(code string) contract.Display {
+	r.t.Helper()
+	r.c.HandleCode([]byte(`{"code":"`+code+`","request_id":"x"}`), nil)
+	synctest.Wait()
+	return r.b.last()
+}
+
+func (r *rig) door(door int, state string) {
+	r.c.HandleDoorState(door, []byte(`{"state":"`+state+`"}`))
+	synctest.Wait()
+}
+
+func (r *rig) events() []contract.Event {
+	msgs, err := r.st.OutboxAfter(0, 1000)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []contract.Event
+	for _, m := range msgs {
+		if m.Topic == contract.TopicEvents {
+			var e contract.Event
+			_ = json.Unmarshal(m.Payload, &e)
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *rig) lastEvent() string {
+	ev := r.events()
+	if len(ev) == 0 {
+		return ""
+	}
+	return ev[len(ev)-1].Type
+}
+
+func TestGracePeriodEndsForGood(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		if d := r.code("1111"); d.Result != "" {
+			t.Fatalf("answer %+v before the door opened; want none yet", d)
+		}
+		r.door(2, "open")
+		if d := r.b.last(); d.Result != contract.ResultOpened {
+			t.Fatalf("got %q; want opened", d.Result)
+		}
+		r.door(2, "closed")
+		if e := r.lastEvent(); e != contract.EventStored {
+			t.Fatalf("event %q; want stored", e)
+		}
+		time.Sleep(9 * time.Minute)
+		r.code("1111")
+		r.door(2, "open")
+		r.door(2, "closed")
+		if e := r.lastEvent(); e != contract.EventReopened {
+			t.Fatalf("event %q within the grace period; want reopened", e)
+		}
+		time.Sleep(2 * time.Minute) // 11 min after the first use
+		if d := r.code("1111"); d.Result != contract.ResultInvalidCode {
+			t.Fatalf("deposit code after its grace period: %q; want invalid_code", d.Result)
+		}
+	})
+}
+
+func TestDoorTimeoutIsAFaultAndKeepsTheCode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.code("1111")
+		time.Sleep(4 * time.Second)
+		synctest.Wait()
+		if d := r.b.last(); d.Result != "" {
+			t.Fatalf("answer %q after 4 s; want none before the 5 s door timeout", d.Result)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if d := r.b.last(); d.Result != contract.ResultDoorFault || d.Door != 2 {
+			t.Fatalf("got %+v; want door_fault for door 2", d)
+		}
+		if e := r.lastEvent(); e != contract.EventDoorFault {
+			t.Fatalf("event %q; want door.fault", e)
+		}
+		// A late open report is a forced opening now, and the code still works.
+		r.door(2, "closed")
+		r.code("1111")
+		r.door(2, "open")
+		if d := r.b.last(); d.Result != contract.ResultOpened {
+			t.Fatalf("got %q; want opened: a fault must not consume the code", d.Result)
+		}
+	})
+}
+
+func TestLeftOpenAlarmOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.code("1111")
+		r.door(2, "open")
+		time.Sleep(119 * time.Second)
+		synctest.Wait()
+		if e := r.lastEvent(); e == contract.EventLeftOpen {
+			t.Fatalf("left-open alarm before 2 min")
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if e := r.lastEvent(); e != contract.EventLeftOpen {
+			t.Fatalf("event %q after 2 min open; want door.left_open", e)
+		}
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		n := 0
+		for _, e := range r.events() {
+			if e.Type == contract.EventLeftOpen {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d left-open events; want 1", n)
+		}
+	})
+}
+
+func TestLockoutEndsAndDoubles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		for i := 0; i < 4; i++ {
+			if d := r.code("9999"); d.Result != contract.ResultInvalidCode {
+				t.Fatalf("attempt %d: %q; want invalid_code", i+1, d.Result)
+			}
+		}
+		if d := r.code("9999"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 60 {
+			t.Fatalf("5th wrong code: %+v; want locked_out for 60 s", d)
+		}
+		time.Sleep(59 * time.Second)
+		if d := r.code("1111"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 1 {
+			t.Fatalf("valid code 1 s before the end: %+v; want locked_out, 1 s left", d)
+		}
+		time.Sleep(time.Second)
+		for i := 0; i < 4; i++ {
+			r.code("9999")
+		}
+		if d := r.code("9999"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 120 {
+			t.Fatalf("second lockout: %+v; want 120 s", d)
+		}
+		lockouts := 0
+		for _, e := range r.events() {
+			if e.Type == contract.EventLockout {
+				lockouts++
+			}
+		}
+		if lockouts != 2 {
+			t.Fatalf("%d lockout events; want 2", lockouts)
+		}
+	})
+}
+
+func TestForcedOpenOnlyWithoutACommand(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.code("1111")
+		r.door(2, "open")
+		r.door(3, "open")
+		r.door(3, "open") // repeated report of the same opening
+		forced := map[int]int{}
+		for _, e := range r.events() {
+			if e.Type == contract.EventForcedOpen {
+				forced[e.Door]++
+			}
+		}
+		if forced[2] != 0 || forced[3] != 1 {
+			t.Fatalf("forced openings %v; want only one, of door 3", forced)
+		}
+	})
+}
