@@ -243,12 +243,12 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) (bool, error) {
 	}
 	cancel()
 
-	b.setLink(true)
 	b.m.connects.Inc()
 	b.connLog.reset()
 	b.log.Info("cloud link up", "session_present", ca.SessionPresent)
 	b.publishStatus(ctx, cli)
 	b.subscribe(ctx, cli)
+	b.setLink(true) // connected, online published, subscribed
 
 	err = b.pump(ctx, cli, w, rm)
 	_ = cli.Disconnect(&paho.Disconnect{ReasonCode: disconnectWithWill}) // a dead link fails to write: nothing to do

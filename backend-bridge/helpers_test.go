@@ -60,19 +60,6 @@ func appendEvents(t testing.TB, s *store.Store, n int) {
 	}
 }
 
-// allowHook lets every client in, like mochi's auth.AllowHook.
-type allowHook struct{ mqtt.HookBase }
-
-func (h *allowHook) ID() string { return "allow-all" }
-
-func (h *allowHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
-}
-
-func (h *allowHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-
-func (h *allowHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
-
 // local is the locker's broker: a real embedded mochi server whose inline
 // subscriber on locky/down/# records what arrives, like the store handlers.
 type local struct {
@@ -86,13 +73,7 @@ type local struct {
 
 func newLocal(t testing.TB) *local {
 	t.Helper()
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: mqtt.NewDefaultServerCapabilities(), Logger: testenv.Logger(t)})
-	if err := srv.AddHook(new(allowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
+	srv := testenv.StartMochi(t)
 	l := &local{Server: srv, got: make(chan string, 1000), attempts: map[string]int{}}
 	err := srv.Subscribe("locky/down/#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		l.got <- pk.TopicName + " " + string(pk.Payload)
@@ -100,7 +81,6 @@ func newLocal(t testing.TB) *local {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
 	return l
 }
 
