@@ -172,3 +172,25 @@ func (s *Store) Audit(max int) ([]AuditRecord, error) {
 	}
 	return out, err
 }
+
+// RemoteOpen commits a support command to open a door: its audit record, its
+// event and its ack. It reports false, having acked the refusal, when the
+// locker has no such door.
+func (s *Store) RemoteOpen(now time.Time, msgID string, door int, reason string) (bool, error) {
+	accepted := false
+	_, err := s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
+		if tx.Bucket(bucketDoors).Get(doorKey(door)) == nil {
+			return reject("door %d does not exist: %w", door, ErrUnknownDoor)
+		}
+		if err := putAudit(tx, AuditRecord{At: now.UTC(), Door: door, Kind: KindSupport, Result: "commanded",
+			Reason: reason, RequestID: msgID}); err != nil {
+			return err
+		}
+		if _, err := o.Event(contract.Event{Type: contract.EventRemoteOpen, Door: door, Reason: reason}); err != nil {
+			return err
+		}
+		accepted = true
+		return nil
+	})
+	return accepted && err == nil, err
+}

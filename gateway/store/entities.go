@@ -11,7 +11,7 @@ import (
 
 // UpsertDoor creates or replaces a door and acks.
 func (s *Store) UpsertDoor(now time.Time, msgID string, d contract.Door) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error {
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
 		if d.Partner != "" && tx.Bucket(bucketPartners).Get([]byte(d.Partner)) == nil {
 			return reject("door %d: partner %s does not exist: %w", d.ID, d.Partner, ErrUnknownPartner)
 		}
@@ -31,7 +31,7 @@ func (s *Store) UpsertDoor(now time.Time, msgID string, d contract.Door) ([]Mess
 
 // DeleteDoor deletes a door that holds no reservation and is not open, and acks.
 func (s *Store) DeleteDoor(now time.Time, msgID string, door int) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error {
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
 		if id := tx.Bucket(bucketDoorIndex).Get(doorKey(door)); id != nil {
 			return reject("door %d holds reservation %s; delete or finish it first: %w", door, id, ErrParcelInside)
 		}
@@ -100,14 +100,14 @@ func (s *Store) EnsureDoors(n int, size string) (bool, error) {
 
 // UpsertPartner creates or replaces a partner and acks.
 func (s *Store) UpsertPartner(now time.Time, msgID string, p contract.Partner) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error {
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
 		return putJSON(tx.Bucket(bucketPartners), []byte(p.ID), p)
 	})
 }
 
 // DeletePartner deletes a partner that no door is allocated to, and acks.
 func (s *Store) DeletePartner(now time.Time, msgID, id string) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error {
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
 		ds, err := doors(tx)
 		if err != nil {
 			return err
@@ -123,14 +123,14 @@ func (s *Store) DeletePartner(now time.Time, msgID, id string) ([]Message, error
 
 // UpsertUser creates or replaces a user and acks.
 func (s *Store) UpsertUser(now time.Time, msgID string, u contract.User) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error {
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
 		return putJSON(tx.Bucket(bucketUsers), []byte(u.ID), u)
 	})
 }
 
 // DeleteUser deletes a user and acks.
 func (s *Store) DeleteUser(now time.Time, msgID, id string) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error {
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error {
 		return tx.Bucket(bucketUsers).Delete([]byte(id))
 	})
 }

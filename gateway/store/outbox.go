@@ -125,6 +125,9 @@ func (s *Store) update(now time.Time, fn func(tx *bolt.Tx, o *Outbox) error) ([]
 		s.dropped("bytes", dropped)
 	}
 	if len(o.added) > 0 {
+		if s.cfg.OnCommit != nil {
+			s.cfg.OnCommit(o.added)
+		}
 		select {
 		case s.notify <- struct{}{}:
 		default:

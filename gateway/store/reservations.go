@@ -120,16 +120,16 @@ func codeLive(r *Reservation, kind string, now time.Time, grace time.Duration) b
 
 // UpsertReservation applies a downstream reservation upsert and its ack.
 func (s *Store) UpsertReservation(now time.Time, msgID string, in contract.Reservation, grace time.Duration) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error { return s.upsertReservation(tx, now, in, grace) })
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error { return s.upsertReservation(tx, now, in, grace) })
 }
 
 // apply runs a downstream change and appends its ack in one transaction. When
 // the change is rejected, its transaction is rolled back whole and a second one
 // commits only the ack with the error; a storage failure returns the error and
 // acks nothing, so the message is redelivered.
-func (s *Store) apply(now time.Time, msgID string, change func(tx *bolt.Tx) error) ([]Message, error) {
+func (s *Store) apply(now time.Time, msgID string, change func(tx *bolt.Tx, o *Outbox) error) ([]Message, error) {
 	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
-		if err := change(tx); err != nil {
+		if err := change(tx, o); err != nil {
 			return err
 		}
 		return o.Ack(msgID, nil)
@@ -294,6 +294,13 @@ func putReservation(tx *bolt.Tx, cur, next *Reservation) error {
 		}
 	}
 	for _, k := range kinds {
+		// An unchanged code whose entry another reservation took over once
+		// its grace period was over stays with that reservation.
+		if cur != nil && cur.Codes[k] != nil && bytes.Equal(cur.Codes[k].Hash, next.Codes[k].Hash) {
+			if v := idx.Get(next.Codes[k].Hash); len(v) > 1 && string(v[1:]) != next.ID {
+				continue
+			}
+		}
 		val := append([]byte{kindByte(k)}, next.ID...)
 		if err := idx.Put(next.Codes[k].Hash, val); err != nil {
 			return err
@@ -325,7 +332,7 @@ func unindex(tx *bolt.Tx, r *Reservation) error {
 
 // DeleteReservation deletes a reservation that holds no parcel, and acks.
 func (s *Store) DeleteReservation(now time.Time, msgID, id string) ([]Message, error) {
-	return s.apply(now, msgID, func(tx *bolt.Tx) error { return deleteReservation(tx, id) })
+	return s.apply(now, msgID, func(tx *bolt.Tx, o *Outbox) error { return deleteReservation(tx, id) })
 }
 
 func deleteReservation(tx *bolt.Tx, id string) error {

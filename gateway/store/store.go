@@ -35,6 +35,10 @@ type Config struct {
 	// OnDrop is called after a commit that dropped outbox messages, with the
 	// reason ("bytes" or "age") and the count. Nil means only logging.
 	OnDrop func(reason string, n int)
+	// OnCommit is called after each commit that appended outbox messages,
+	// with those messages, on the committing goroutine (the gateway publishes
+	// them on the local broker). Nil means nothing is called.
+	OnCommit func([]Message)
 	// Logger receives the store's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
