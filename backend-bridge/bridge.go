@@ -230,7 +230,11 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) (bool, error) {
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			c.setLost(fmt.Errorf("the cloud broker disconnected us: %s", disconnectReason(d)))
 		},
-		PacketTimeout: b.cfg.ConnectTimeout,
+		// Our own contexts bound CONNECT, SUBSCRIBE and the status publish.
+		// An outbox publish may wait for room in the broker's receive window
+		// as long as the link lives: a slow link is not a dead one, and the
+		// keep-alive notices a dead one.
+		PacketTimeout: 24 * time.Hour,
 	})
 	ca, err := cli.Connect(attempt, b.connectPacket())
 	if err != nil {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -177,4 +178,23 @@ func TestLocalFailureNotAcked(t *testing.T) {
 		t.Errorf("downstream errors %v; want 1", got)
 	}
 	waitUntil(t, "link up again", b.LinkUp)
+}
+
+// TestBlackhole: a link that silently stops carrying bytes (4G often dies so)
+// is noticed by the keep-alive; after the restore every event arrives.
+func TestBlackhole(t *testing.T) {
+	cloud := testenv.StartMosquitto(t)
+	proxy := testenv.NewProxy(t, cloud.Addr)
+	backend := newCloudClient(t, cloud.URL(), "backend", "", "", "lockers/+/up/#")
+	s := newStore(t)
+	b := startBridge(t, Config{URL: proxy.URL(), Outbox: s, Local: newLocal(t), KeepAlive: time.Second})
+	waitUntil(t, "link up", b.LinkUp)
+	appendEvents(t, s, 20)
+	backend.expectEvents(t, eventTopic("L1"), 1, 20)
+
+	proxy.Blackhole()
+	appendEvents(t, s, 20)
+	waitUntil(t, "dead link noticed", func() bool { return !b.LinkUp() })
+	proxy.Restore()
+	backend.expectEvents(t, eventTopic("L1"), 21, 20)
 }
