@@ -23,6 +23,10 @@ type Config struct {
 	DataDir  string // directory of the database and the dev code key
 	MQTTAddr string // local broker listen address
 	HTTPAddr string // HTTP listen address (metrics, health, pages)
+	// MQTTUsers is a file of `name role sha256-of-password` lines: the
+	// clients (touchscreen, door boards, monitoring) allowed on the local
+	// broker and their topics. Empty means none but dev mode's anonymous ones.
+	MQTTUsers string
 	// Dev mode: the local broker accepts anonymous clients and the code key
 	// is generated into the data dir when --code-key is empty.
 	Dev bool
@@ -80,6 +84,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the database (and of the dev code key)")
 	fs.StringVar(&c.MQTTAddr, "mqtt-addr", c.MQTTAddr, "local MQTT broker listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address: /metrics, /healthz, /readyz, pages")
+	fs.StringVar(&c.MQTTUsers, "mqtt-users", c.MQTTUsers, "file of `name role sha256-of-password` lines for the local broker (roles: screen, door:N, doors, backend, observer, admin)")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "dev mode: anonymous local broker, code key generated into the data dir")
 	fs.IntVar(&c.SimDoors, "sim-doors", c.SimDoors, "simulated doors; 0 = none, an external client plays the doors")
 	fs.StringVar(&c.SimDoorSize, "sim-door-size", c.SimDoorSize, "size of the doors created for the simulator")

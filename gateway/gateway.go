@@ -99,10 +99,19 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Dev {
-		log.Warn("dev mode: the local broker accepts anonymous clients on every topic; do not use in production", "mqtt_addr", cfg.MQTTAddr)
+	var users []broker.User
+	if cfg.MQTTUsers != "" {
+		if users, err = broker.ReadUsers(cfg.MQTTUsers); err != nil {
+			return nil, err
+		}
 	}
-	g.broker, err = broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Metrics: g.metrics, Logger: log})
+	switch {
+	case cfg.Dev:
+		log.Warn("dev mode: the local broker accepts anonymous clients on every topic; do not use in production", "mqtt_addr", cfg.MQTTAddr)
+	case len(users) == 0:
+		log.Warn("no --mqtt-users: the local broker refuses every client; only the gateway's own handlers use it", "mqtt_addr", cfg.MQTTAddr)
+	}
+	g.broker, err = broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: users, Metrics: g.metrics, Logger: log})
 	if err != nil {
 		return nil, err
 	}

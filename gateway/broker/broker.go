@@ -23,9 +23,13 @@ import (
 type Config struct {
 	// Addr is the TCP listen address; "127.0.0.1:0" picks a free port. Required.
 	Addr string
-	// AllowAnonymous lets any client connect and use any topic (dev mode).
-	// Without it every client is refused until credentials are configured.
+	// AllowAnonymous lets a client without a user name connect and use any
+	// topic (dev mode).
 	AllowAnonymous bool
+	// Users may connect with their password and use their role's topics.
+	// With no users and no AllowAnonymous, every client is refused: only the
+	// gateway's own handlers use the broker.
+	Users []User
 	// MaxPacketSize bounds one MQTT packet; a client sending a larger one is
 	// disconnected. Zero means 256 KiB: payloads above the contract's 64 KiB
 	// but below this get a specific error answer from their handler.
@@ -75,10 +79,16 @@ func New(cfg Config) (*Broker, error) {
 		Logger:                 log,
 		SysTopicResendInterval: 10,
 	})
-	if cfg.AllowAnonymous {
-		if err := srv.AddHook(new(allowAll), nil); err != nil {
-			return nil, fmt.Errorf("broker: add auth hook: %w", err)
+	var hook mqtt.Hook = new(allowAll)
+	if len(cfg.Users) > 0 || !cfg.AllowAnonymous {
+		h, err := newAuthHook(cfg.Users, cfg.AllowAnonymous)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
 		}
+		hook = h
+	}
+	if err := srv.AddHook(hook, nil); err != nil {
+		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: cfg.Addr})
 	if err := srv.AddListener(tcp); err != nil {
