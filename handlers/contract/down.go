@@ -116,13 +116,19 @@ func checkRaw(payload []byte) error {
 }
 
 // strictUnmarshal decodes one JSON object, refusing unknown fields and trailing data.
-func strictUnmarshal(payload []byte, v any) error {
+func strictUnmarshal(payload []byte, v any) error { return decodeOne(payload, v, true) }
+
+// decodeOne decodes one JSON value and refuses anything after it (a decoder's
+// More reports false before a stray '}' or ']', so it cannot tell).
+func decodeOne(payload []byte, v any, strict bool) error {
 	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		return bad("malformed JSON: %s", jsonErr(err))
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(payload[dec.InputOffset():])) > 0 {
 		return bad("malformed JSON: data after the object")
 	}
 	return nil
@@ -131,6 +137,9 @@ func strictUnmarshal(payload []byte, v any) error {
 func jsonErr(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
+		if te.Field == "" {
+			return fmt.Sprintf("the payload must be a JSON object, not %s", te.Value)
+		}
 		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
@@ -285,7 +294,9 @@ func validateReservation(op string, r *Reservation) error {
 			}
 		}
 	}
-	codes := []string{r.DepositCode + r.DepositHash, r.PickupCode + r.PickupHash, r.CourierCode + r.CourierHash}
+	// Hex is case-insensitive: "AB…" and "ab…" are the same hash.
+	codes := []string{r.DepositCode + strings.ToLower(r.DepositHash), r.PickupCode + strings.ToLower(r.PickupHash),
+		r.CourierCode + strings.ToLower(r.CourierHash)}
 	if codes[0] == codes[1] || codes[0] == codes[2] || codes[1] == codes[2] {
 		return bad("reservation %s: deposit, pickup and courier codes must differ", r.ID)
 	}
@@ -388,9 +399,8 @@ func DecodeDoorState(payload []byte) (DoorState, error) {
 	if err := checkRaw(payload); err != nil {
 		return s, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&s); err != nil {
-		return s, bad("malformed JSON: %s", jsonErr(err))
+	if err := decodeOne(payload, &s, false); err != nil {
+		return s, err
 	}
 	switch s.State {
 	case DoorOpen, DoorClosed, DoorFault:
