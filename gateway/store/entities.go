@@ -165,10 +165,11 @@ func (s *Store) Snapshot(now time.Time, msgID string) ([]Message, error) {
 	return s.update(now, func(tx *bolt.Tx, o *Outbox) error {
 		snap := Snapshot{MsgID: msgID, At: now.UTC(), Doors: []contract.Door{}, Partners: []contract.Partner{},
 			Users: []contract.User{}, Reservations: []SnapshotReservation{}, OpenDoors: []Cycle{}}
-		var err error
-		if snap.Doors, err = doors(tx); err != nil {
+		ds, err := doors(tx)
+		if err != nil {
 			return err
 		}
+		snap.Doors = append(snap.Doors, ds...) // [] and not null when the locker has no doors
 		if err := forEachJSON(tx.Bucket(bucketPartners), func(p contract.Partner) { snap.Partners = append(snap.Partners, p) }); err != nil {
 			return err
 		}
