@@ -117,6 +117,18 @@ func (s *Store) DeletePartner(now time.Time, msgID, id string) ([]Message, error
 				return reject("partner %s has door %d allocated; reallocate it first: %w", id, d.ID, ErrInUse)
 			}
 		}
+		var inUse error
+		err = forEachJSON(tx.Bucket(bucketReservations), func(r Reservation) {
+			if inUse == nil && r.Partner == id && r.Active() {
+				inUse = reject("partner %s has reservation %s (%s); finish or cancel it first: %w", id, r.ID, r.Status, ErrInUse)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if inUse != nil {
+			return inUse
+		}
 		return tx.Bucket(bucketPartners).Delete([]byte(id))
 	})
 }

@@ -208,8 +208,17 @@ func (s *Store) upsertReservation(tx *bolt.Tx, now time.Time, in contract.Reserv
 		}
 		next.Codes[k] = c
 	}
+	for i, a := range kinds {
+		for _, b := range kinds[i+1:] {
+			if bytes.Equal(next.Codes[a].Hash, next.Codes[b].Hash) {
+				return reject("reservation %s: its %s and %s codes are the same code; they must differ: %w",
+					in.ID, a, b, contract.ErrBadPayload)
+			}
+		}
+	}
 	if next.Active() {
-		if err := s.checkDoor(tx, &next); err != nil {
+		newDoor := cur == nil || cur.Door != next.Door || !cur.Active()
+		if err := s.checkDoor(tx, &next, newDoor); err != nil {
 			return err
 		}
 	}
@@ -237,8 +246,9 @@ func (s *Store) codeHash(in contract.Reservation, kind string) ([]byte, error) {
 	return h, nil
 }
 
-// checkDoor validates an active reservation against its door.
-func (s *Store) checkDoor(tx *bolt.Tx, r *Reservation) error {
+// checkDoor validates an active reservation against its door. A disabled
+// door refuses only reservations new to it: one already inside stays updatable.
+func (s *Store) checkDoor(tx *bolt.Tx, r *Reservation, newDoor bool) error {
 	var d contract.Door
 	ok, err := getJSON(tx.Bucket(bucketDoors), doorKey(r.Door), &d)
 	if err != nil {
@@ -250,7 +260,7 @@ func (s *Store) checkDoor(tx *bolt.Tx, r *Reservation) error {
 	if other := tx.Bucket(bucketDoorIndex).Get(doorKey(r.Door)); other != nil && string(other) != r.ID {
 		return reject("door %d holds reservation %s: %w", r.Door, other, ErrDoorOccupied)
 	}
-	if d.Disabled {
+	if d.Disabled && newDoor {
 		return reject("reservation %s: door %d is disabled: %w", r.ID, r.Door, ErrDoorDisabled)
 	}
 	if r.Partner != "" && tx.Bucket(bucketPartners).Get([]byte(r.Partner)) == nil {

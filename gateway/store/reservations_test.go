@@ -442,3 +442,40 @@ func TestCountByStatus(t *testing.T) {
 		t.Fatalf("got %v, %v; want %s", got, err, want)
 	}
 }
+
+func TestDisabledDoorKeepsItsParcelUpdatable(t *testing.T) {
+	s := openTestStore(t)
+	seed(t, s)
+	upsert(t, s, t0(), newRes("R1", 1, "111111", "222222", "333333"))
+	msgs, err := s.UpsertDoor(t0(), "d-off", contract.Door{ID: 1, Disabled: true})
+	mustOK(t, msgs, err, "d-off")
+	later := newRes("R1", 1, "111111", "222222", "333333")
+	later.Version = 2
+	exp := t0().Add(48 * time.Hour)
+	later.ExpiresAt = &exp
+	msgs, err = s.UpsertReservation(t0(), "m-exp", later, time.Minute)
+	mustOK(t, msgs, err, "m-exp")
+	msgs, err = s.UpsertReservation(t0(), "m-new", newRes("R2", 1, "444444", "555555", "666666"), time.Minute)
+	mustReject(t, msgs, err, "m-new", "door 1")
+}
+
+func TestPlainCodeEqualToAnotherCodesHashIsRefused(t *testing.T) {
+	s := openTestStore(t)
+	seed(t, s)
+	r := newRes("R1", 1, "111111", "222222", "")
+	r.CourierHash = hex.EncodeToString(s.HashCode("111111"))
+	msgs, err := s.UpsertReservation(t0(), "m-dup", r, time.Minute)
+	mustReject(t, msgs, err, "m-dup", "deposit and courier codes are the same code")
+}
+
+func TestPartnerWithAnActiveReservationCannotBeDeleted(t *testing.T) {
+	s := openTestStore(t)
+	seed(t, s)
+	msgs, err := s.UpsertPartner(t0(), "p-1", contract.Partner{ID: "zeta"})
+	mustOK(t, msgs, err, "p-1")
+	r := newRes("R1", 4, "111111", "222222", "333333")
+	r.Partner = "zeta"
+	upsert(t, s, t0(), r)
+	msgs, err = s.DeletePartner(t0(), "p-del", "zeta")
+	mustReject(t, msgs, err, "p-del", "partner zeta has reservation R1")
+}
