@@ -9,11 +9,13 @@ import (
 )
 
 // BenchmarkReplay appends 10 000 events while the link is cut, restores it
-// and reports how fast the outbox replays to a real Mosquitto, until the
-// back-end has received them all.
+// and reports how fast the outbox replays to a real Mosquitto (configured like
+// docker/cloud-mosquitto): from the restore until every event is acknowledged
+// and removed from the outbox. That the back-end got them all, in order, is
+// checked outside the timing.
 func BenchmarkReplay(b *testing.B) {
 	const n = 10000
-	cloud := testenv.StartMosquitto(b)
+	cloud := testenv.StartMosquitto(b, testenv.WithConfig("max_inflight_messages 100"))
 	proxy := testenv.NewProxy(b, cloud.Addr)
 	backend := newCloudClient(b, cloud.URL(), "backend", "", "", "lockers/+/up/#")
 	s := newStore(b)
@@ -28,13 +30,10 @@ func BenchmarkReplay(b *testing.B) {
 		appendEvents(b, s, n)
 		start := time.Now()
 		proxy.Restore()
-		backend.expectEvents(b, eventTopic("L1"), first, n)
+		waitUntil(b, "outbox empty", outboxEmpty(s))
 		total += time.Since(start)
+		backend.expectEvents(b, eventTopic("L1"), first, n)
 		first += n
-		waitUntil(b, "outbox empty", func() bool {
-			st, err := s.OutboxStats()
-			return err == nil && st.Depth == 0
-		})
 	}
 	b.ReportMetric(float64(n*b.N)/total.Seconds(), "events/s")
 	b.ReportMetric(0, "ns/op")

@@ -36,10 +36,7 @@ func TestLinkCut(t *testing.T) {
 	proxy.Restore()
 	backend.expectEvents(t, eventTopic("L1"), 51, 450)
 	loc.expect(t, `locky/down/reservations {"msg_id":"m-1"}`, `locky/down/doors {"msg_id":"m-2"}`)
-	waitUntil(t, "outbox empty", func() bool {
-		st, err := s.OutboxStats()
-		return err == nil && st.Depth == 0
-	})
+	waitUntil(t, "outbox empty", outboxEmpty(s))
 }
 
 // TestRestartWithFullOutbox kills the bridge (a new store handle and a new

@@ -359,3 +359,12 @@ func metricValue(t testing.TB, s *metrics.Set, name string) float64 {
 func eventTopic(id string) string { return fmt.Sprintf("lockers/%s/up/events", id) }
 
 func bytesContains(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }
+
+// outboxEmpty reports whether the outbox holds nothing (cheaply: its stats
+// walk the whole bucket).
+func outboxEmpty(s *store.Store) func() bool {
+	return func() bool {
+		msgs, err := s.OutboxAfter(0, 1)
+		return err == nil && len(msgs) == 0
+	}
+}
