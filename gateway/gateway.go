@@ -21,6 +21,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	bridge "github.com/locky-edge/locky/backend-bridge"
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
@@ -31,9 +32,12 @@ import (
 	"github.com/locky-edge/locky/lockio/simdoors"
 )
 
-// Version is the gateway's version, stamped at build time with
-// -ldflags "-X github.com/locky-edge/locky/gateway.Version=…".
-var Version = "dev"
+// Version and Commit identify the build, stamped with -ldflags
+// "-X github.com/locky-edge/locky/gateway.Version=… -X …gateway.Commit=…".
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
 
 // Gateway is one locker's gateway.
 type Gateway struct {
@@ -49,6 +53,7 @@ type Gateway struct {
 	doors      *door.Handler
 	sim        *simdoors.Bank
 	screen     *screen.Handler
+	bridge     *bridge.Bridge // nil without --cloud-url
 	httpLn     net.Listener
 	http       *http.Server
 
@@ -145,6 +150,19 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	}
 	if g.screen, err = screen.New(g.broker); err != nil {
 		return nil, err
+	}
+	if cfg.CloudURL != "" {
+		g.bridge, err = bridge.New(bridge.Config{
+			LockerID: cfg.LockerID, URL: cfg.CloudURL,
+			Username: cfg.CloudUsername, Password: cfg.CloudPassword,
+			CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
+			SessionExpiry: cfg.CloudSessionExpiry,
+			Outbox:        g.store, Local: downstreamLocal{g},
+			Version: Version, Logger: log, Metrics: g.metrics,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cannot set up the cloud bridge: %w", err)
+		}
 	}
 	g.registerMetrics()
 	g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -277,8 +295,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- g.http.Serve(g.httpLn) }()
 	go g.pruneLoop(runCtx)
+	if g.bridge != nil {
+		go func() {
+			if err := g.bridge.Run(runCtx); err != nil {
+				g.log.Error("the cloud bridge stopped; the locker works on, its outbox grows until restart", "err", err)
+			}
+		}()
+	}
+	go g.watchdogLoop(runCtx)
 	g.ready.Store(true)
 	close(g.readyCh)
+	if err := sdNotify("READY=1"); err != nil {
+		g.log.Warn("cannot tell systemd the gateway is ready", "err", err)
+	}
 	g.log.Info("locker ready", "locker_id", g.cfg.LockerID, "mqtt", g.MQTTAddr(), "http", "http://"+g.HTTPAddr(),
 		"sim_doors", g.cfg.SimDoors, "data_dir", g.cfg.DataDir, "startup", time.Since(g.started).Round(time.Microsecond))
 
@@ -292,6 +321,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.ready.Store(false)
 	g.log.Info("stopping")
+	if err := sdNotify("STOPPING=1"); err != nil {
+		g.log.Warn("cannot tell systemd the gateway is stopping", "err", err)
+	}
 	step := func(name string, fn func() error) {
 		t := time.Now()
 		if err := fn(); err != nil {
@@ -300,6 +332,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.log.Info("stopped", "step", name, "took", time.Since(t).Round(time.Microsecond))
 	}
 	step("controller (open door cycles stay persisted)", g.controller.Close)
+	if g.bridge != nil {
+		step("cloud bridge", g.bridge.Close)
+	}
 	cancel()
 	if g.doors != nil {
 		step("door driver", func() error { g.doors.Wait(); g.sim.Stop(); return nil })
@@ -312,6 +347,18 @@ func (g *Gateway) Run(ctx context.Context) error {
 	step("broker", g.broker.Close)
 	step("store", g.store.Close)
 	return runErr
+}
+
+// downstreamLocal is the bridge's way into the locker: messages for
+// locky/down/* are applied directly, so that the bridge acknowledges them to
+// the cloud only once committed (a failure is redelivered, not lost).
+type downstreamLocal struct{ g *Gateway }
+
+func (d downstreamLocal) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if strings.HasPrefix(topic, contract.TopicDownPrefix) {
+		return d.g.deliverDown(contract.Message{Topic: topic, Payload: payload})
+	}
+	return d.g.broker.Publish(topic, payload, retain, qos)
 }
 
 // handleDown routes a message of locky/down/* published on the local broker.

@@ -97,9 +97,10 @@ func checkIndexes(tx *bolt.Tx) error {
 }
 
 func checkOutboxBytes(tx *bolt.Tx) error {
-	var sum int64
+	var sum, n int64
 	err := tx.Bucket(bucketOutbox).ForEach(func(_, v []byte) error {
 		sum += int64(len(v))
+		n++
 		return nil
 	})
 	if err != nil {
@@ -107,6 +108,9 @@ func checkOutboxBytes(tx *bolt.Tx) error {
 	}
 	if booked := outboxBytes(tx); booked != sum {
 		return fmt.Errorf("outbox holds %d bytes but %d are booked", sum, booked)
+	}
+	if booked := metaInt(tx, keyOutboxCount); booked != n {
+		return fmt.Errorf("outbox holds %d messages but %d are booked", n, booked)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func (o *Outbox) Append(topic string, build func(seq uint64) any) (Message, erro
 	if err := b.Put(u64(seq), raw); err != nil {
 		return Message{}, fmt.Errorf("outbox put: %w", err)
 	}
-	if err := addOutboxBytes(o.tx, int64(len(raw))); err != nil {
+	if err := addOutbox(o.tx, 1, int64(len(raw))); err != nil {
 		return Message{}, err
 	}
 	o.added = append(o.added, m)
@@ -80,25 +80,33 @@ func (o *Outbox) Ack(msgID string, err error) error {
 	return aerr
 }
 
-func addOutboxBytes(tx *bolt.Tx, delta int64) error {
+// addOutbox books messages added to (or, negative, removed from) the outbox in
+// the meta bucket, so that its depth and size are known without a walk.
+func addOutbox(tx *bolt.Tx, messages, bytes int64) error {
 	meta := tx.Bucket(bucketMeta)
-	var cur int64
-	if v := meta.Get(keyOutboxBytes); len(v) == 8 {
-		cur = int64(binary.BigEndian.Uint64(v))
+	for _, kv := range []struct {
+		key   []byte
+		delta int64
+	}{{keyOutboxCount, messages}, {keyOutboxBytes, bytes}} {
+		cur := metaInt(tx, kv.key) + kv.delta
+		if cur < 0 {
+			cur = 0
+		}
+		if err := meta.Put(kv.key, u64(uint64(cur))); err != nil {
+			return err
+		}
 	}
-	cur += delta
-	if cur < 0 {
-		cur = 0
-	}
-	return meta.Put(keyOutboxBytes, u64(uint64(cur)))
+	return nil
 }
 
-func outboxBytes(tx *bolt.Tx) int64 {
-	if v := tx.Bucket(bucketMeta).Get(keyOutboxBytes); len(v) == 8 {
+func metaInt(tx *bolt.Tx, key []byte) int64 {
+	if v := tx.Bucket(bucketMeta).Get(key); len(v) == 8 {
 		return int64(binary.BigEndian.Uint64(v))
 	}
 	return 0
 }
+
+func outboxBytes(tx *bolt.Tx) int64 { return metaInt(tx, keyOutboxBytes) }
 
 // update runs fn in a write transaction with an Outbox, enforces the outbox
 // bound, and after the commit wakes the outbox reader. It returns the messages
@@ -189,16 +197,17 @@ func (s *Store) OutboxAfter(after uint64, max int) ([]Message, error) {
 func (s *Store) OutboxRemove(seqs ...uint64) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
-		var freed int64
+		var freed, n int64
 		for _, seq := range seqs {
 			if v := b.Get(u64(seq)); v != nil {
 				freed += int64(len(v))
+				n++
 				if err := b.Delete(u64(seq)); err != nil {
 					return err
 				}
 			}
 		}
-		return addOutboxBytes(tx, -freed)
+		return addOutbox(tx, -n, -freed)
 	})
 }
 
@@ -214,7 +223,7 @@ func (s *Store) OutboxStats() (OutboxStats, error) {
 	var st OutboxStats
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
-		st.Depth = b.Stats().KeyN
+		st.Depth = int(metaInt(tx, keyOutboxCount))
 		st.Bytes = outboxBytes(tx)
 		if _, v := b.Cursor().First(); v != nil {
 			var m Message
@@ -256,5 +265,5 @@ func deleteKeys(tx *bolt.Tx, b *bolt.Bucket, keys [][]byte, freed int64) (int, e
 			return 0, err
 		}
 	}
-	return len(keys), addOutboxBytes(tx, -freed)
+	return len(keys), addOutbox(tx, -int64(len(keys)), -freed)
 }

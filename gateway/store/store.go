@@ -62,6 +62,7 @@ var (
 	bucketOutbox       = []byte("outbox")     // seq -> Message
 
 	keyOutboxBytes = []byte("outbox_bytes")
+	keyOutboxCount = []byte("outbox_count")
 	allBuckets     = [][]byte{bucketMeta, bucketDoors, bucketPartners, bucketUsers, bucketReservations,
 		bucketCodes, bucketDoorIndex, bucketCycles, bucketAudit, bucketOutbox}
 )
@@ -112,6 +113,10 @@ func Open(cfg Config) (*Store, error) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
+		}
+		if tx.Bucket(bucketMeta).Get(keyOutboxCount) == nil { // a database from before the count
+			n := tx.Bucket(bucketOutbox).Stats().KeyN
+			return tx.Bucket(bucketMeta).Put(keyOutboxCount, u64(uint64(n)))
 		}
 		return nil
 	})
