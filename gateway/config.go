@@ -113,11 +113,24 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 }
 
+// OptionNames returns the names of every configuration option, as flags.
+func OptionNames() []string {
+	var c Config
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	c.flags(fs)
+	var out []string
+	fs.VisitAll(func(f *flag.Flag) { out = append(out, f.Name) })
+	return out
+}
+
 // Options of the command line that are not part of Config.
 type Options struct {
 	ConfigFile  string
 	CheckConfig bool
 	Version     bool
+	// Probe is a URL to GET instead of running: exit 0 when it answers 200
+	// (the container health check, in an image without curl).
+	Probe string
 }
 
 // ParseArgs builds the configuration from the defaults, the config file
@@ -132,6 +145,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	fs.StringVar(&opts.ConfigFile, "config", "", "config file of `name = value` lines (names as the flags)")
 	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
 	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
+	fs.StringVar(&opts.Probe, "probe", "", "GET this URL, exit 0 if it answers 200 (a health check for images without curl)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, opts, err
 	}
@@ -151,7 +165,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		}
 		for _, e := range kv {
 			f := fs.Lookup(e.key)
-			if f == nil || e.key == "config" || e.key == "check-config" || e.key == "version" {
+			if f == nil || e.key == "config" || e.key == "check-config" || e.key == "version" || e.key == "probe" {
 				return cfg, opts, fmt.Errorf("%s:%d: unknown option %q (options are the flag names, see --help)", opts.ConfigFile, e.line, e.key)
 			}
 			if onCommandLine[e.key] {

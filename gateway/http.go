@@ -61,7 +61,7 @@ func (g *Gateway) kioskCode(w http.ResponseWriter, r *http.Request) {
 // from one read of the database per second at most, however many gauges ask.
 func (g *Gateway) registerMetrics() {
 	s := g.metrics
-	s.NewGauge(`locky_build_info{version="`+Version+`"}`, func() float64 { return 1 })
+	s.NewGauge(`locky_build_info{version="`+Version+`",commit="`+Commit+`"}`, func() float64 { return 1 })
 	s.NewGauge("locky_gateway_uptime_seconds", func() float64 { return time.Since(g.started).Seconds() })
 	s.NewGauge("locky_gateway_ready", func() float64 {
 		if g.Ready() {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,8 +30,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 	if opts.Version {
-		fmt.Fprintln(stdout, "locky-gateway", gateway.Version)
+		fmt.Fprintln(stdout, "locky-gateway", gateway.Version, gateway.Commit)
 		return 0
+	}
+	if opts.Probe != "" {
+		return probe(opts.Probe, stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "locky-gateway:", err)
@@ -61,6 +65,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	log.Info("stopped cleanly", "uptime", time.Since(start).Round(time.Millisecond))
+	return 0
+}
+
+// probe GETs url and reports whether it answered 200.
+func probe(url string, stderr io.Writer) int {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(stderr, "probe:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "probe:", resp.Status)
+		return 1
+	}
 	return 0
 }
 
