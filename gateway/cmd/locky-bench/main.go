@@ -1,0 +1,251 @@
+// Command locky-bench measures the locker gateway end to end, from outside,
+// as the back-end, the touchscreen and a door board see it over MQTT: start
+// to ready, memory, downstream upsert to ack, code to door command, full door
+// cycles, and the broker's throughput and round trip. It builds the gateway,
+// runs it as a child process with no simulated doors (the bench plays the
+// doors), runs a Mosquitto broker beside it for comparison, and prints a
+// Markdown table (SPEC §9) on stdout; progress goes to stderr.
+//
+//	go run ./gateway/cmd/locky-bench
+//	go run ./gateway/cmd/locky-bench -cycles 500 -flood 5000   # quicker
+//
+// Linux only: it reads /proc for memory and the CPU model.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// config is the size of the run. The defaults finish in about a minute and a
+// half on a 2-core x86 machine.
+type config struct {
+	startRuns    int           // start-to-ready runs of each program
+	doors        int           // doors created through locky/down/doors
+	reservations int           // reservations upserted: one arriving per door, the rest cancelled
+	cycles       int           // full door cycles
+	cycleWorkers int           // door cycles in flight at once (on different doors)
+	flood        int           // messages of the broker throughput run
+	roundTrips   int           // messages of the broker round-trip run, one at a time
+	settle       time.Duration // wait after start before reading the idle RSS
+	mosquitto    string        // Mosquitto binary
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("locky-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&c.startRuns, "start-runs", 10, "start-to-ready runs of the gateway and of Mosquitto")
+	fs.IntVar(&c.doors, "doors", 100, "doors created through locky/down/doors")
+	fs.IntVar(&c.reservations, "reservations", 10000, "reservations upserted: one arriving per door, the rest cancelled")
+	fs.IntVar(&c.cycles, "cycles", 2000, "full door cycles (code, command, open, display, close, event)")
+	fs.IntVar(&c.cycleWorkers, "cycle-workers", 1, "door cycles in flight at once, on different doors; must divide -doors")
+	fs.IntVar(&c.flood, "flood", 20000, "messages of the broker throughput run (QoS 1, 64 bytes)")
+	fs.IntVar(&c.roundTrips, "round-trips", 2000, "messages of the broker round-trip run, one at a time")
+	fs.DurationVar(&c.settle, "settle", time.Second, "wait after start before reading the idle RSS")
+	fs.StringVar(&c.mosquitto, "mosquitto", "/usr/sbin/mosquitto", "Mosquitto binary (Debian package mosquitto)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q; options are flags (see -help)", fs.Arg(0))
+	}
+	switch {
+	case c.startRuns < 1 || c.flood < 1 || c.roundTrips < 1 || c.cycles < 1:
+		return c, errors.New("-start-runs, -cycles, -flood and -round-trips must be at least 1")
+	case c.doors < 1 || c.doors > 9999:
+		return c, fmt.Errorf("-doors %d: must be 1..9999", c.doors)
+	case c.reservations < c.doors:
+		return c, fmt.Errorf("-reservations %d: at least one per door (-doors %d)", c.reservations, c.doors)
+	case c.reservations > 9_999_999:
+		return c, fmt.Errorf("-reservations %d: at most 9999999 (codes are 8 digits)", c.reservations)
+	case c.cycleWorkers < 1 || c.doors%c.cycleWorkers != 0:
+		return c, fmt.Errorf("-cycle-workers %d: must divide -doors %d", c.cycleWorkers, c.doors)
+	}
+	if _, err := os.Stat(c.mosquitto); err != nil {
+		return c, fmt.Errorf("mosquitto not found (apt-get install mosquitto, or set -mosquitto): %w", err)
+	}
+	return c, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "locky-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run measures everything in order and prints the report. Every child process
+// is killed before it returns, whatever happened.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "locky-bench: "+format+"\n", a...) }
+	work, err := os.MkdirTemp("", "locky-bench-")
+	if err != nil {
+		return fmt.Errorf("cannot create a work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	sup := &supervisor{}
+	defer sup.killAll()
+
+	logf("building the gateway")
+	bin := filepath.Join(work, "locky-gateway")
+	if err := buildGateway(ctx, bin); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("cannot make a code key: %w", err)
+	}
+	gw := gatewayCmd{bin: bin, codeKey: hex.EncodeToString(key)}
+	res := results{loadStart: loadAverage()}
+
+	logf("start-to-ready: %d runs of each", cfg.startRuns)
+	if res.gwStart, res.gwStop, err = startRuns(ctx, cfg.startRuns, syscall.SIGTERM, func(i int) (*child, time.Duration, error) {
+		p, err := sup.startGateway(ctx, gw, filepath.Join(work, fmt.Sprintf("start-%d", i)))
+		if err != nil {
+			return nil, 0, err
+		}
+		logf("gateway start %d: exec → ready %s, of which config → ready %s", i+1, p.ready, p.startup)
+		res.gwStartup = append(res.gwStartup, p.startup)
+		return p.child, p.ready, nil
+	}); err != nil {
+		return fmt.Errorf("gateway start-to-ready: %w", err)
+	}
+	if res.mqStart, _, err = startRuns(ctx, cfg.startRuns, syscall.SIGKILL, func(i int) (*child, time.Duration, error) {
+		m, err := sup.startMosquitto(ctx, cfg.mosquitto, filepath.Join(work, fmt.Sprintf("mosquitto-%d", i)))
+		if err != nil {
+			return nil, 0, err
+		}
+		logf("mosquitto start %d: exec → accepts %s", i+1, m.ready)
+		return m.child, m.ready, nil
+	}); err != nil {
+		return fmt.Errorf("mosquitto start-to-ready: %w", err)
+	}
+
+	if err := benchGateway(ctx, cfg, sup, gw, filepath.Join(work, "gateway"), &res, logf); err != nil {
+		return err
+	}
+	if err := benchMosquitto(ctx, cfg, sup, filepath.Join(work, "mosquitto"), &res, logf); err != nil {
+		return err
+	}
+	res.loadEnd = loadAverage()
+	res.machine = describeMachine(ctx, cfg.mosquitto)
+	printReport(stdout, cfg, &res)
+	return nil
+}
+
+// benchGateway runs the workload of SPEC §9 against one gateway: idle RSS,
+// doors, reservations (upsert → ack), door cycles, loaded RSS, then the
+// broker runs.
+func benchGateway(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd, dir string, res *results, logf func(string, ...any)) error {
+	p, err := sup.startGateway(ctx, gw, dir)
+	if err != nil {
+		return err
+	}
+	// Waits end early, with the gateway's last log lines, if it dies.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-p.exited:
+			cancel(fmt.Errorf("the gateway exited: %w", p.exitErr()))
+		case <-ctx.Done():
+		}
+	}()
+
+	if err := sleep(ctx, cfg.settle); err != nil {
+		return err
+	}
+	if res.gwIdle, err = readMemory(p.pid()); err != nil {
+		return err
+	}
+	l, err := connectLocker(ctx, p.mqtt)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+
+	logf("creating %d doors", cfg.doors)
+	if res.firstCall, err = l.createDoors(ctx, cfg.doors); err != nil {
+		return err
+	}
+	logf("upserting %d reservations, one at a time", cfg.reservations)
+	if res.upserts, res.upsertWall, err = l.upsertReservations(ctx, cfg.reservations, cfg.doors); err != nil {
+		return err
+	}
+	logf("running %d door cycles, %d at a time", cfg.cycles, cfg.cycleWorkers)
+	if res.cycles, res.cycleWall, err = l.runCycles(ctx, cfg); err != nil {
+		return err
+	}
+	if res.gwLoaded, err = readMemory(p.pid()); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "locky.db")); err == nil {
+		res.dbSize = fi.Size()
+	}
+	logf("broker runs against the gateway")
+	if res.gwBroker, err = brokerBench(ctx, p.mqtt, cfg.flood, cfg.roundTrips); err != nil {
+		return fmt.Errorf("gateway broker: %w", err)
+	}
+	if res.gwAfter, err = readMemory(p.pid()); err != nil {
+		return err
+	}
+	if res.gwStopLoaded, err = p.stop(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping the loaded gateway: %w", err)
+	}
+	return nil
+}
+
+// benchMosquitto measures a Mosquitto broker with the same client code.
+func benchMosquitto(ctx context.Context, cfg config, sup *supervisor, dir string, res *results, logf func(string, ...any)) error {
+	m, err := sup.startMosquitto(ctx, cfg.mosquitto, dir)
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, cfg.settle); err != nil {
+		return err
+	}
+	if res.mqIdle, err = readMemory(m.pid()); err != nil {
+		return err
+	}
+	logf("broker runs against mosquitto")
+	if res.mqBroker, err = brokerBench(ctx, m.addr, cfg.flood, cfg.roundTrips); err != nil {
+		return fmt.Errorf("mosquitto: %w", err)
+	}
+	if res.mqAfter, err = readMemory(m.pid()); err != nil {
+		return err
+	}
+	_, err = m.stop(syscall.SIGKILL)
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// waitLimit bounds every wait on a child process; a child that does not
+// become ready or does not stop within it fails the bench.
+const waitLimit = 15 * time.Second
+
+// buildGateway compiles the gateway as it ships (no race detector).
+func buildGateway(ctx context.Context, bin string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/locky-edge/locky/gateway/cmd/locky-gateway")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot build the gateway (run the bench inside the module): %w\n%s", err, out)
+	}
+	return nil
+}
+
+// supervisor knows every child process the bench started, so that all of
+// them are killed when it returns, also on an error or a signal.
+type supervisor struct {
+	mu       sync.Mutex
+	children []*child
+}
+
+// child is a running child process whose stderr is kept (the last lines).
+type child struct {
+	name    string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has been waited for
+	waitErr error         // set before exited is closed
+	tail    *tail
+}
+
+func (s *supervisor) killAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.children {
+		select {
+		case <-c.exited:
+			continue
+		default:
+		}
+		if err := c.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			fmt.Fprintf(os.Stderr, "locky-bench: cannot kill %s (pid %d): %v\n", c.name, c.pid(), err)
+		}
+		<-c.exited
+	}
+	s.children = nil
+}
+
+// start starts cmd and calls onLine for every line of its stderr (from one
+// goroutine, with the time it was read). It returns the time of the exec.
+func (s *supervisor) start(name string, cmd *exec.Cmd, onLine func(line []byte, at time.Time)) (*child, time.Time, error) {
+	// If the bench itself is killed, the kernel kills its children too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("cannot start %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, exited: make(chan struct{}), tail: &tail{}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, t0, fmt.Errorf("cannot start %s: %w", name, err)
+	}
+	s.children = append(s.children, c)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			at := time.Now()
+			c.tail.add(sc.Text())
+			if onLine != nil {
+				onLine(sc.Bytes(), at)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr) // a line too long stops the scanner; keep the pipe drained
+		c.waitErr = cmd.Wait()
+		close(c.exited)
+	}()
+	return c, t0, nil
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// exitErr describes how the exited process ended, with its last log lines.
+func (c *child) exitErr() error {
+	return fmt.Errorf("%s: %v; last log lines:\n%s", c.name, c.waitErr, c.tail.String())
+}
+
+// stop sends sig and waits for the exit (SIGKILL after waitLimit). It
+// returns the time from the signal to the exit; after SIGTERM, an exit status
+// other than 0 is an error.
+func (c *child) stop(sig syscall.Signal) (time.Duration, error) {
+	t0 := time.Now()
+	if err := c.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return 0, fmt.Errorf("cannot stop %s: %w", c.name, err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(waitLimit):
+		_ = c.cmd.Process.Kill() // it failed already; the error below says so
+		<-c.exited
+		return 0, fmt.Errorf("%s did not exit within %s of %s; killed", c.name, waitLimit, sig)
+	}
+	took := time.Since(t0)
+	if c.waitErr != nil && sig == syscall.SIGTERM {
+		return took, c.exitErr()
+	}
+	return took, nil
+}
+
+// tail keeps the last lines of a log.
+type tail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == 20 {
+		t.lines = t.lines[1:]
+	}
+	t.lines = append(t.lines, line)
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// gatewayCmd is how the bench runs the gateway.
+type gatewayCmd struct {
+	bin     string
+	codeKey string // hex; given so that no key file is generated at start
+}
+
+// gatewayProc is a running gateway.
+type gatewayProc struct {
+	*child
+	mqtt  string        // broker address
+	ready time.Duration // exec → "locker ready" log line
+	// startup is the gateway's own measure, logged on the ready line: from
+	// the configuration parsed to ready.
+	startup time.Duration
+}
+
+// startGateway runs the gateway on free loopback ports with no simulated
+// doors and waits for its "locker ready" log line.
+func (s *supervisor) startGateway(ctx context.Context, gw gatewayCmd, dataDir string) (*gatewayProc, error) {
+	cmd := exec.Command(gw.bin, "--data-dir", dataDir, "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--log-format", "json", "--sim-doors", "0", "--code-key", gw.codeKey,
+		// A used courier code reopens its door within the grace period; the
+		// door cycles reuse it, so the grace must outlast the run.
+		"--grace", "24h")
+	type readyLine struct {
+		mqtt    string
+		startup time.Duration
+		at      time.Time
+	}
+	ready := make(chan readyLine, 1)
+	c, t0, err := s.start("locky-gateway", cmd, func(line []byte, at time.Time) {
+		if !bytes.Contains(line, []byte(`"locker ready"`)) {
+			return
+		}
+		var l struct {
+			Msg     string        `json:"msg"`
+			MQTT    string        `json:"mqtt"`
+			Startup time.Duration `json:"startup"` // slog writes durations in nanoseconds
+		}
+		if json.Unmarshal(line, &l) == nil && l.Msg == "locker ready" {
+			select {
+			case ready <- readyLine{l.MQTT, l.Startup, at}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-ready:
+		return &gatewayProc{child: c, mqtt: r.mqtt, ready: r.at.Sub(t0), startup: r.startup}, nil
+	case <-c.exited:
+		return nil, fmt.Errorf("the gateway exited before it was ready: %w", c.exitErr())
+	case <-time.After(waitLimit):
+		return nil, fmt.Errorf("the gateway was not ready within %s; last log lines:\n%s", waitLimit, c.tail.String())
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// mosquittoProc is a running Mosquitto broker.
+type mosquittoProc struct {
+	*child
+	addr  string
+	ready time.Duration // exec → the port accepts a TCP connection
+}
+
+// mosquittoConfig is the broker's configuration: its defaults (queues,
+// in-flight window) except for the loopback listener, no persistence file
+// and Nagle off, as the gateway's broker has no persistence and sets
+// TCP_NODELAY (Go's default).
+const mosquittoConfig = `listener %d 127.0.0.1
+allow_anonymous true
+persistence false
+set_tcp_nodelay true
+log_dest stderr
+`
+
+// startMosquitto runs Mosquitto on a free loopback port and polls the port
+// until it accepts a connection.
+//
+// Stop it with SIGKILL: Mosquitto 2.0 blocks SIGTERM while it waits for
+// network events and handles it only at its next wake-up, which on an idle
+// broker can be many seconds later.
+func (s *supervisor) startMosquitto(ctx context.Context, bin, dir string) (*mosquittoProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create %q: %w", dir, err)
+	}
+	conf := fmt.Sprintf(mosquittoConfig, port)
+	if os.Geteuid() == 0 {
+		conf += "user root\n" // as root it would switch to the user mosquitto
+	}
+	confPath := dir + "/mosquitto.conf"
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return nil, fmt.Errorf("cannot write the mosquitto config: %w", err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	c, t0, err := s.start("mosquitto", exec.Command(bin, "-c", confPath), nil)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(waitLimit)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			ready := time.Since(t0)
+			if err := conn.Close(); err != nil {
+				return nil, fmt.Errorf("mosquitto: %w", err)
+			}
+			return &mosquittoProc{child: c, addr: addr, ready: ready}, nil
+		}
+		select {
+		case <-c.exited:
+			return nil, fmt.Errorf("mosquitto exited before it listened: %w", c.exitErr())
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("mosquitto did not listen on %s within %s: %w", addr, waitLimit, err)
+		}
+		time.Sleep(200 * time.Microsecond) // polling interval: the resolution of its start-to-ready time
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("cannot find a free port: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := ln.Close(); err != nil {
+		return 0, fmt.Errorf("cannot release port %d: %w", port, err)
+	}
+	return port, nil
+}
+
+// startRuns starts a program n times (start returns the exec → ready time)
+// and stops it each time with sig.
+func startRuns(ctx context.Context, n int, sig syscall.Signal, start func(i int) (*child, time.Duration, error)) (ready, stop sample, err error) {
+	for i := range n {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, context.Cause(ctx)
+		}
+		c, r, err := start(i)
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := c.stop(sig)
+		if err != nil {
+			return nil, nil, err
+		}
+		ready, stop = append(ready, r), append(stop, s)
+	}
+	return ready, stop, nil
+}
+
+// memory is a process's resident memory from /proc/PID/status, in KiB.
+type memory struct {
+	rss, anon, file, peak int64 // VmRSS, RssAnon, RssFile, VmHWM
+}
+
+func readMemory(pid int) (memory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memory{}, fmt.Errorf("cannot read the memory of pid %d (Linux only): %w", pid, err)
+	}
+	var m memory
+	fields := map[string]*int64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file, "VmHWM:": &m.peak}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 3 && fields[f[0]] != nil {
+			if *fields[f[0]], err = strconv.ParseInt(f[1], 10, 64); err != nil {
+				return m, fmt.Errorf("pid %d: bad %s line %q: %w", pid, f[0], line, err)
+			}
+		}
+	}
+	if m.rss == 0 {
+		return m, fmt.Errorf("pid %d: no VmRSS in /proc/%d/status", pid, pid)
+	}
+	return m, nil
+}
+
+// describeMachine returns the machine line of the report.
+func describeMachine(ctx context.Context, mosquitto string) string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	goVersion := runtime.Version()
+	if out, err := exec.CommandContext(ctx, "go", "env", "GOVERSION").Output(); err == nil {
+		goVersion = strings.TrimSpace(string(out))
+	}
+	mq := "mosquitto (version unknown)"
+	// mosquitto -h prints its version first and exits with a usage status.
+	if out, _ := exec.CommandContext(ctx, mosquitto, "-h").CombinedOutput(); len(out) > 0 {
+		mq, _, _ = strings.Cut(string(out), "\n")
+	}
+	return fmt.Sprintf("%s, %d cores (runtime.NumCPU), %s %s/%s, %s, %s", cpu, runtime.NumCPU(), goVersion,
+		runtime.GOOS, runtime.GOARCH, mq, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages of /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], ", ")
+	}
+	return "unknown"
+}
