@@ -41,10 +41,11 @@ func TestExampleConfigIsValidAndDocumentsEveryOption(t *testing.T) {
 	}
 }
 
-// compose reads a compose file through a real YAML parser (python3-yaml).
+// compose reads a compose file through a real YAML parser (Debian's python3
+// with python3-yaml, which CI installs).
 func compose(t *testing.T, path string) map[string]any {
 	t.Helper()
-	out, err := exec.Command("python3", "-c",
+	out, err := exec.Command("/usr/bin/python3", "-c", // Debian's, with python3-yaml
 		"import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s is not valid YAML (or python3-yaml is missing): %v\n%s", path, err, out)
