@@ -1,0 +1,377 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/gateway/web"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// waitLimit bounds every wait for the page or the gateway: a broken feature
+// fails the test instead of hanging it. It is not a timing assertion.
+const waitLimit = 30 * time.Second
+
+// chromiumPath is where Debian's chromium package puts the browser.
+const chromiumPath = "/usr/bin/chromium"
+
+// TestPagesInBrowser drives the locker and kiosk pages in headless Chromium
+// against a real gateway: a test reservation made with the page's helper, its
+// deposit code typed on the kiosk, the door seen opening live on the locker
+// page and closed with a click, the parcel stored; the pickup code on a kiosk
+// that resets by itself; a wrong code refused; a lockout counting down; the
+// test data removed.
+func TestPagesInBrowser(t *testing.T) {
+	exe := chromium(t)
+	cfg := testConfig(t)
+	cfg.LockoutThreshold = 2
+	g := startGateway(t, cfg)
+	site := serve(t, g, cfg, time.Hour)
+	quick := serve(t, g, cfg, 300*time.Millisecond) // a kiosk that resets itself soon
+	shots := screenshotDir(t)
+	browser := newBrowser(t, exe)
+	locker := newTab(t, browser)
+	kiosk := newTab(t, browser)
+
+	var res struct{ id, deposit, pickup, courier string }
+	t.Run("locker page shows the doors live", func(t *testing.T) {
+		do(t, locker, chromedp.Navigate(site+"/"),
+			chromedp.WaitVisible(chromedp.CSS(`#link[data-state="live"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#door-12[data-state="closed"] .parcel[data-status="none"]`)))
+		if n := run(t, locker, chromedp.Evaluate[int](`document.querySelectorAll('#doors .tile').length`)); n != cfg.SimDoors {
+			t.Fatalf("%d tiles; want %d", n, cfg.SimDoors)
+		}
+		if got := run(t, locker, chromedp.Text(chromedp.ID("bridge"))); got != "no bridge" {
+			t.Errorf("bridge: got %q; want %q", got, "no bridge")
+		}
+		screenshot(t, locker, shots, "locker")
+	})
+
+	t.Run("test helper creates a reservation", func(t *testing.T) {
+		do(t, locker,
+			chromedp.WaitReady(chromedp.CSS(`#test-door option[value="7"]`)),
+			chromedp.SetValue(chromedp.ID("test-door"), "7"),
+			chromedp.Click(chromedp.ID("create-reservation")),
+			chromedp.WaitVisible(chromedp.CSS(`#codes-dialog[open] #code-deposit`)))
+		res.id = run(t, locker, chromedp.Text(chromedp.ID("codes-id")))
+		res.deposit = run(t, locker, chromedp.Text(chromedp.ID("code-deposit")))
+		res.pickup = run(t, locker, chromedp.Text(chromedp.ID("code-pickup")))
+		res.courier = run(t, locker, chromedp.Text(chromedp.ID("code-courier")))
+		for _, c := range []string{res.deposit, res.pickup, res.courier} {
+			if contract.CheckCode(c) != nil || len(c) != 6 {
+				t.Fatalf("code %q on the page; want 6 digits", c)
+			}
+		}
+		if !strings.HasPrefix(res.id, web.TestPrefix) {
+			t.Fatalf("reservation id %q; want the prefix %q", res.id, web.TestPrefix)
+		}
+		if st := statusOf(t, g, res.id); st != contract.StatusArriving {
+			t.Fatalf("reservation %s is %q in the store; want %q", res.id, st, contract.StatusArriving)
+		}
+		screenshot(t, locker, shots, "locker-codes")
+		do(t, locker, chromedp.Click(chromedp.ID("codes-close")),
+			chromedp.WaitNotVisible(chromedp.ID("codes-dialog")),
+			chromedp.WaitVisible(chromedp.CSS(`#door-7 .parcel[data-status="arriving"]`)))
+	})
+
+	t.Run("deposit code opens the door, a click closes it", func(t *testing.T) {
+		do(t, kiosk, chromedp.Navigate(site+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")))
+		for _, d := range res.deposit[:3] {
+			do(t, kiosk, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#keypad [data-digit="%c"]`, d))))
+		}
+		screenshot(t, kiosk, shots, "kiosk")
+		for _, d := range res.deposit[3:] {
+			do(t, kiosk, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#keypad [data-digit="%c"]`, d))))
+		}
+		if got := run(t, kiosk, chromedp.Text(chromedp.ID("code"))); got != res.deposit {
+			t.Fatalf("code shown %q; want %q", got, res.deposit)
+		}
+		do(t, kiosk, chromedp.Click(chromedp.ID("key-ok")),
+			chromedp.WaitVisible(chromedp.CSS(`#result[data-result="opened"]`)))
+		if got, want := run(t, kiosk, chromedp.Text(chromedp.ID("result-text"))), "Door 7 is open — please close it when done"; got != want {
+			t.Errorf("kiosk: got %q; want %q", got, want)
+		}
+		screenshot(t, kiosk, shots, "kiosk-opened")
+
+		do(t, locker, chromedp.WaitVisible(chromedp.CSS(`button#door-7[data-state="open"]`)))
+		screenshot(t, locker, shots, "locker-open")
+		do(t, locker, chromedp.Click(chromedp.CSS(`button#door-7`)),
+			chromedp.WaitVisible(chromedp.CSS(`#door-7[data-state="closed"] .parcel[data-status="stored"]`)))
+		if got := run(t, locker, chromedp.Text(chromedp.CSS(`#door-7 .parcel`))); got != "Parcel inside" {
+			t.Errorf("door 7: got %q; want %q", got, "Parcel inside")
+		}
+		pollText(t, locker, "last-event", contract.EventStored)
+		if st := statusOf(t, g, res.id); st != contract.StatusStored {
+			t.Fatalf("reservation %s is %q; want %q", res.id, st, contract.StatusStored)
+		}
+	})
+
+	t.Run("pickup code, then the kiosk resets itself", func(t *testing.T) {
+		do(t, kiosk, chromedp.Navigate(quick+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")),
+			chromedp.KeyEvent(res.pickup), chromedp.KeyEvent("\r"))
+		// The door opens only after the kiosk's answer, so once it is open the
+		// answer came; a kiosk that reset itself shows the empty keypad again.
+		do(t, locker, chromedp.WaitVisible(chromedp.CSS(`button#door-7[data-state="open"]`)))
+		poll(t, kiosk, `document.getElementById('result').hidden && document.getElementById('code').dataset.empty === 'true'`)
+		do(t, locker, chromedp.Click(chromedp.CSS(`button#door-7`)),
+			chromedp.WaitVisible(chromedp.CSS(`#door-7[data-state="closed"] .parcel[data-status="none"]`)))
+		if st := statusOf(t, g, res.id); st != contract.StatusDelivered {
+			t.Fatalf("reservation %s is %q; want %q", res.id, st, contract.StatusDelivered)
+		}
+	})
+
+	t.Run("a wrong code is refused", func(t *testing.T) {
+		do(t, kiosk, chromedp.Navigate(site+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")),
+			chromedp.KeyEvent("0000"), chromedp.KeyEvent("\r"),
+			chromedp.WaitVisible(chromedp.CSS(`#result[data-result="invalid_code"]`)))
+		if got, want := run(t, kiosk, chromedp.Text(chromedp.ID("result-text"))), "This code is not valid"; got != want {
+			t.Errorf("kiosk: got %q; want %q", got, want)
+		}
+		screenshot(t, kiosk, shots, "kiosk-invalid")
+		do(t, kiosk, chromedp.Click(chromedp.ID("result-ok")), chromedp.WaitNotVisible(chromedp.ID("result")))
+	})
+
+	t.Run("a lockout counts down", func(t *testing.T) {
+		do(t, kiosk, chromedp.KeyEvent("1111"), chromedp.KeyEvent("\r"),
+			chromedp.WaitVisible(chromedp.CSS(`#result[data-result="locked_out"] #countdown`)))
+		text := run(t, kiosk, chromedp.Text(chromedp.ID("result-text")))
+		if !strings.HasPrefix(text, "Too many attempts, try again in ") || !strings.HasSuffix(text, " s") {
+			t.Errorf("kiosk: got %q; want %q", text, "Too many attempts, try again in 60 s")
+		}
+		screenshot(t, kiosk, shots, "kiosk-lockout")
+		first := run(t, kiosk, chromedp.Evaluate[int](`Number(document.getElementById('countdown').textContent)`))
+		if first < 1 || first > 60 {
+			t.Fatalf("countdown %d; want 1..60", first)
+		}
+		poll(t, kiosk, fmt.Sprintf(`Number(document.getElementById('countdown').textContent) < %d`, first))
+		if !run(t, kiosk, chromedp.Evaluate[bool](`[...document.querySelectorAll('#keypad button')].every(b => b.disabled)`)) {
+			t.Errorf("the keypad works during a lockout")
+		}
+		pollText(t, locker, "last-event", contract.EventLockout)
+	})
+
+	t.Run("test helper removes the test data", func(t *testing.T) {
+		do(t, locker,
+			chromedp.SetValue(chromedp.ID("test-door"), "3"),
+			chromedp.Click(chromedp.ID("create-reservation")),
+			chromedp.WaitVisible(chromedp.CSS(`#codes-dialog[open]`)),
+			chromedp.Click(chromedp.ID("codes-close")),
+			chromedp.WaitVisible(chromedp.CSS(`#door-3 .parcel[data-status="arriving"]`)),
+			chromedp.Click(chromedp.ID("cleanup")),
+			chromedp.WaitVisible(chromedp.CSS(`#door-3 .parcel[data-status="none"]`)))
+		pollText(t, locker, "tool-result", "Removed 2 test reservations.")
+		all, err := g.Store().Reservations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != 0 {
+			t.Errorf("%d reservations left after the clean-up; want 0: %+v", len(all), all)
+		}
+	})
+}
+
+// chromium returns the browser to drive, or fails the test: the page tests
+// are part of the suite, not optional.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err == nil {
+		return chromiumPath
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	t.Fatalf("the page tests need headless Chromium at %s and it is missing: install it with `apt-get install -y chromium`", chromiumPath)
+	return ""
+}
+
+// serve serves the pages of g on their own HTTP server, as the gateway will.
+func serve(t *testing.T, g *testGateway, cfg gateway.Config, resetAfter time.Duration) string {
+	t.Helper()
+	w, err := web.New(web.Config{
+		Store: g.Store(), Broker: g.Broker(), Submit: g.Screen().Submit,
+		CloseDoor: g.Sim().Close, Clients: g.Broker().Clients,
+		LockerID: cfg.LockerID, Version: gateway.Version, Started: g.Started(), Dev: cfg.Dev,
+		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, ResetAfter: resetAfter,
+		Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("web.New: %v", err)
+	}
+	srv := httptest.NewServer(w.Handler())
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("web.Close: %v", err)
+		}
+		srv.Close()
+	})
+	return srv.URL
+}
+
+// newBrowser starts headless Chromium with a fresh profile until the test ends.
+func newBrowser(t *testing.T, exe string) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(exe),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		// Two pages are open at once; neither may be slowed down for being
+		// in the background.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(func() { cancel(); acancel() })
+	// Start the browser with a context without a timeout: the first Run ties
+	// the browser's life to its context.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("cannot start %s: %v", exe, err)
+	}
+	return ctx
+}
+
+// newTab opens a window of the browser, 800×480 like the locker's screen, and
+// fails the test on any uncaught exception of its pages.
+func newTab(t *testing.T, browser context.Context) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewWindow(true))
+	var mu sync.Mutex
+	var exceptions []string
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range exceptions {
+			t.Errorf("the page threw: %s", e)
+		}
+	})
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(800, 480)); err != nil {
+		t.Fatalf("cannot open a tab: %v", err)
+	}
+	messages := chromedp.Console(ctx)
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.IsException() {
+				mu.Lock()
+				exceptions = append(exceptions, fmt.Sprintf("%s:%d %s", m.URL, m.Line+1, m.Text))
+				mu.Unlock()
+			}
+		}
+	}()
+	return ctx
+}
+
+// do runs actions in a tab, within waitLimit.
+func do(t *testing.T, tab context.Context, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, waitLimit)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("browser: %v%s", err, pageDump(tab))
+	}
+}
+
+// run runs one action that returns a value in a tab, within waitLimit.
+func run[T any](t *testing.T, tab context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, waitLimit)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("browser: %v%s", err, pageDump(tab))
+	}
+	return v
+}
+
+// poll waits until a JavaScript expression is true in the page.
+func poll(t *testing.T, tab context.Context, expr string) {
+	t.Helper()
+	do(t, tab, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond),
+			chromedp.WithPollingTimeout(waitLimit))(ctx, tg)
+		return err
+	}))
+}
+
+// pollText waits until the element with id contains text.
+func pollText(t *testing.T, tab context.Context, id, text string) {
+	t.Helper()
+	poll(t, tab, fmt.Sprintf(`(document.getElementById(%q).textContent || '').includes(%q)`, id, text))
+}
+
+// pageDump describes the page for a failure message.
+func pageDump(tab context.Context) string {
+	ctx, cancel := context.WithTimeout(tab, 5*time.Second)
+	defer cancel()
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText`))
+	if err != nil {
+		return ""
+	}
+	return "\npage:\n" + text
+}
+
+// screenshotDir is $LOCKY_SCREENSHOTS, or a temporary directory.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("LOCKY_SCREENSHOTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("LOCKY_SCREENSHOTS: %v", err)
+	}
+	return dir
+}
+
+// screenshot saves the page at the locker's 800×480 and at 1280×800, and
+// leaves the tab at 800×480.
+func screenshot(t *testing.T, tab context.Context, dir, name string) {
+	t.Helper()
+	for _, size := range [][2]int64{{1280, 800}, {800, 480}} {
+		do(t, tab, chromedp.EmulateViewport(size[0], size[1]))
+		png := run(t, tab, chromedp.CaptureScreenshot())
+		path := filepath.Join(dir, fmt.Sprintf("%s-%dx%d.png", name, size[0], size[1]))
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		t.Logf("screenshot %s", path)
+	}
+}
+
+// statusOf returns a reservation's status in the store.
+func statusOf(t *testing.T, g *testGateway, id string) string {
+	t.Helper()
+	r, err := g.Store().Reservation(id)
+	if err != nil {
+		t.Fatalf("reservation %s: %v", id, err)
+	}
+	if r == nil {
+		t.Fatalf("reservation %s: not in the store", id)
+	}
+	return r.Status
+}

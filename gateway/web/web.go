@@ -1,0 +1,263 @@
+package web
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Store is what the pages read of the locker's database.
+type Store interface {
+	Doors() ([]contract.Door, error)
+	ActiveReservation(door int) (*store.Reservation, error)
+	Reservations() ([]store.Reservation, error)
+	OutboxStats() (store.OutboxStats, error)
+}
+
+// Broker is what the pages need of the local broker: the door states, events
+// and acks to follow, and downstream messages for the test helpers.
+type Broker interface {
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+	Subscribe(filter string, fn func(contract.Message)) error
+}
+
+// SubmitFunc enters a code as the touchscreen does and returns the locker's
+// answer (the screen handler's Submit).
+type SubmitFunc func(ctx context.Context, code string) (contract.Display, error)
+
+// Config configures the pages.
+type Config struct {
+	Store  Store      // required
+	Broker Broker     // required
+	Submit SubmitFunc // required
+	// CloseDoor closes a simulated door, as a person pushing it shut. Nil
+	// means the doors are real: the tiles are not clickable.
+	CloseDoor func(door int) error
+	// Clients returns the number of clients of the local broker. Nil means
+	// the figure is not shown.
+	Clients func() int64
+	// BridgeUp reports whether the link to the cloud broker is up. Nil means
+	// there is no bridge.
+	BridgeUp func() bool
+
+	LockerID string    // shown in the status strip
+	Version  string    // shown in the status strip
+	Started  time.Time // the gateway's start, for the uptime; zero means when New ran
+	// Dev enables the test helpers of the locker page; without it their
+	// routes answer 404.
+	Dev bool
+
+	SubmitTimeout time.Duration // how long a kiosk code waits for its answer; 0 means 10 s
+	AckTimeout    time.Duration // how long a test helper waits for an ack; 0 means 10 s
+	ResetAfter    time.Duration // the kiosk clears a result after this; 0 means 6 s
+	// StatusEvery is how often the figures that change without a message
+	// (broker clients, bridge link, outbox depth, uptime) are refreshed for
+	// the open pages; 0 means 5 s.
+	StatusEvery time.Duration
+	Logger      *slog.Logger // nil means slog.Default()
+}
+
+// Web serves the pages. Create it with New; Close it before shutting the
+// HTTP server down, since it ends the event streams that would keep it busy.
+type Web struct {
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+	pages *template.Template
+
+	mu      sync.Mutex
+	states  map[int]contract.DoorState
+	last    *contract.Event
+	clients map[chan []byte]struct{}
+	acks    map[string]chan contract.Ack
+	closed  bool
+
+	dirty     chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New validates cfg, subscribes to the door states, events and acks of the
+// local broker and starts the goroutine that keeps the open pages up to date.
+func New(cfg Config) (*Web, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("web: Config.Store is required")
+	case cfg.Broker == nil:
+		return nil, errors.New("web: Config.Broker is required")
+	case cfg.Submit == nil:
+		return nil, errors.New("web: Config.Submit is required (the screen handler's Submit)")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.SubmitTimeout, 10*time.Second)
+	def(&cfg.AckTimeout, 10*time.Second)
+	def(&cfg.ResetAfter, 6*time.Second)
+	def(&cfg.StatusEvery, 5*time.Second)
+	if cfg.Started.IsZero() {
+		cfg.Started = time.Now()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	pages, err := template.ParseFS(assets, "assets/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("web: cannot parse the pages: %w", err)
+	}
+	w := &Web{
+		cfg: cfg, log: cfg.Logger.With("component", "web"), pages: pages,
+		states: map[int]contract.DoorState{}, clients: map[chan []byte]struct{}{},
+		acks:  map[string]chan contract.Ack{},
+		dirty: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	for filter, fn := range map[string]func(contract.Message){
+		contract.TopicDoorStates: w.onDoorState,
+		contract.TopicEvents:     w.onEvent,
+		contract.TopicAcks:       w.onAck,
+	} {
+		if err := cfg.Broker.Subscribe(filter, fn); err != nil {
+			return nil, fmt.Errorf("web: cannot subscribe to %s: %w", filter, err)
+		}
+	}
+	w.routes()
+	w.wg.Add(1)
+	go w.refreshLoop()
+	return w, nil
+}
+
+// Handler serves the pages and their API.
+func (w *Web) Handler() http.Handler { return w.mux }
+
+// Close ends the event streams and stops the refresh goroutine. It is
+// idempotent. The broker subscriptions stay but do nothing afterwards.
+func (w *Web) Close() error {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.done)
+		w.wg.Wait()
+	})
+	return nil
+}
+
+func (w *Web) routes() {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(assets, "assets")
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", noHTML(http.FileServerFS(static))))
+	mux.HandleFunc("GET /{$}", w.page("locker.html"))
+	mux.HandleFunc("GET /kiosk", w.page("kiosk.html"))
+	mux.HandleFunc("GET /events", w.events)
+	mux.HandleFunc("GET /api/state", func(rw http.ResponseWriter, _ *http.Request) {
+		b, err := w.state()
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		rw.Write(b)
+	})
+	mux.HandleFunc("POST /api/kiosk/code", w.kioskCode)
+	mux.HandleFunc("POST /api/doors/{door}/close", w.closeDoor)
+	if w.cfg.Dev {
+		mux.HandleFunc("POST /api/test/reservations", w.createTestReservation)
+		mux.HandleFunc("POST /api/test/cleanup", w.cleanupTestData)
+	}
+	w.mux = mux
+}
+
+// noHTML keeps the page templates out of the static files.
+func noHTML(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if len(r.URL.Path) >= 5 && r.URL.Path[len(r.URL.Path)-5:] == ".html" {
+			http.NotFound(rw, r)
+			return
+		}
+		h.ServeHTTP(rw, r)
+	})
+}
+
+// pageData is what the page templates show before the first event arrives.
+type pageData struct {
+	LockerID     string
+	Version      string
+	Dev          bool
+	ResetAfterMS int64
+}
+
+func (w *Web) page(name string) http.HandlerFunc {
+	return func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+		rw.Header().Set("Cache-Control", "no-cache")
+		err := w.pages.ExecuteTemplate(rw, name, pageData{
+			LockerID: w.cfg.LockerID, Version: w.cfg.Version, Dev: w.cfg.Dev,
+			ResetAfterMS: w.cfg.ResetAfter.Milliseconds(),
+		})
+		if err != nil {
+			w.log.Error("cannot render a page", "page", name, "err", err)
+		}
+	}
+}
+
+// kioskCode enters a code as the touchscreen would and answers with the
+// display message.
+func (w *Web) kioskCode(rw http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Code string `json:"code"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(rw, r.Body, 4096)).Decode(&req); err != nil {
+		http.Error(rw, `want {"code":"123456"}`, http.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), w.cfg.SubmitTimeout)
+	defer cancel()
+	d, err := w.cfg.Submit(ctx, req.Code)
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusGatewayTimeout)
+		return
+	}
+	writeJSON(rw, http.StatusOK, d)
+}
+
+// closeDoor closes a simulated door: POST /api/doors/{door}/close.
+func (w *Web) closeDoor(rw http.ResponseWriter, r *http.Request) {
+	if w.cfg.CloseDoor == nil {
+		http.Error(rw, "the doors are not simulated: close the real door", http.StatusNotFound)
+		return
+	}
+	door, err := strconv.Atoi(r.PathValue("door"))
+	if err != nil || door <= 0 || door > contract.MaxDoor {
+		http.Error(rw, fmt.Sprintf("door must be a number 1..%d", contract.MaxDoor), http.StatusBadRequest)
+		return
+	}
+	if err := w.cfg.CloseDoor(door); err != nil {
+		http.Error(rw, fmt.Sprintf("cannot close door %d: %v", door, err), http.StatusNotFound)
+		return
+	}
+	rw.WriteHeader(http.StatusNoContent)
+}
+
+func writeJSON(rw http.ResponseWriter, status int, v any) {
+	rw.Header().Set("Content-Type", "application/json")
+	rw.WriteHeader(status)
+	_ = json.NewEncoder(rw).Encode(v)
+}
