@@ -48,6 +48,7 @@ type Broker struct {
 	inline *mqtt.Client
 	log    *slog.Logger
 	subID  atomic.Int64
+	guard  *retainGuard
 
 	closeOnce sync.Once
 }
@@ -90,6 +91,10 @@ func New(cfg Config) (*Broker, error) {
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
+	guard := new(retainGuard)
+	if err := srv.AddHook(guard, nil); err != nil {
+		return nil, fmt.Errorf("broker: add retain guard: %w", err)
+	}
 	tcp := listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: cfg.Addr})
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
@@ -98,7 +103,7 @@ func New(cfg Config) (*Broker, error) {
 	if !ok {
 		return nil, errors.New("broker: inline client missing")
 	}
-	b := &Broker{srv: srv, tcp: tcp, inline: inline, log: log}
+	b := &Broker{srv: srv, tcp: tcp, inline: inline, log: log, guard: guard}
 	if cfg.Metrics != nil {
 		b.registerMetrics(cfg.Metrics)
 	}
@@ -119,6 +124,10 @@ func (b *Broker) Close() error {
 
 // Publish publishes a message as the gateway.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if retain {
+		b.guard.mu.Lock()
+		defer b.guard.mu.Unlock()
+	}
 	return b.srv.Publish(topic, payload, retain, qos)
 }
 
@@ -137,6 +146,8 @@ func (b *Broker) PublishResponse(topic string, correlation, payload []byte) erro
 // goroutine: fn must not block for long.
 func (b *Broker) Subscribe(filter string, fn func(contract.Message)) error {
 	id := int(b.subID.Add(1))
+	b.guard.mu.RLock()
+	defer b.guard.mu.RUnlock()
 	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		fn(contract.Message{
 			Topic:         pk.TopicName,
