@@ -24,6 +24,7 @@ import (
 	bridge "github.com/locky-edge/locky/backend-bridge"
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/gateway/web"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/controller"
 	"github.com/locky-edge/locky/handlers/door"
@@ -53,6 +54,7 @@ type Gateway struct {
 	doors      *door.Handler
 	sim        *simdoors.Bank
 	screen     *screen.Handler
+	web        *web.Web
 	bridge     *bridge.Bridge // nil without --cloud-url
 	httpLn     net.Listener
 	http       *http.Server
@@ -163,6 +165,20 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot set up the cloud bridge: %w", err)
 		}
+	}
+	webCfg := web.Config{
+		Store: g.store, Broker: g.broker, Submit: g.screen.Submit, Clients: g.broker.Clients,
+		LockerID: cfg.LockerID, Version: Version, Started: g.started, Dev: cfg.Dev,
+		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, Logger: log,
+	}
+	if g.sim != nil {
+		webCfg.CloseDoor = g.sim.Close
+	}
+	if g.bridge != nil {
+		webCfg.BridgeUp = g.bridge.LinkUp
+	}
+	if g.web, err = web.New(webCfg); err != nil {
+		return nil, err
 	}
 	g.registerMetrics()
 	g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
@@ -339,6 +355,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.doors != nil {
 		step("door driver", func() error { g.doors.Wait(); g.sim.Stop(); return nil })
 	}
+	step("web pages (their event streams end)", g.web.Close)
 	step("http", func() error {
 		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 		defer c()
@@ -411,6 +428,9 @@ func (g *Gateway) Close() error {
 }
 
 func (g *Gateway) closeAll() {
+	if g.web != nil {
+		_ = g.web.Close()
+	}
 	if g.httpLn != nil {
 		_ = g.httpLn.Close()
 	}

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"context"
-	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -29,32 +27,11 @@ func (g *Gateway) routes() http.Handler {
 		metrics.WriteProcessMetrics(w)
 		g.metrics.WritePrometheus(w)
 	})
-	mux.HandleFunc("POST /kiosk/code", g.kioskCode)
 	if g.sim != nil {
 		mux.Handle("/sim/", g.sim.Handler())
 	}
+	mux.Handle("/", g.web.Handler()) // the locker page, the kiosk and their API (gateway/web)
 	return mux
-}
-
-// kioskCode enters a code as the touchscreen would, and answers with the
-// display message: POST /kiosk/code {"code":"123456"}.
-func (g *Gateway) kioskCode(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Code string `json:"code"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-		http.Error(w, `want {"code":"123456"}`, http.StatusBadRequest)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.DoorTimeout+2*time.Second)
-	defer cancel()
-	d, err := g.screen.Submit(ctx, req.Code)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusGatewayTimeout)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(d)
 }
 
 // registerMetrics adds the process-wide and store gauges. Store figures come
