@@ -287,7 +287,9 @@ func (c *Controller) command(cy *cycle) {
 	if err := c.cfg.Broker.Publish(contract.DoorCommandTopic(cy.Door), payload, false, 1); err != nil {
 		c.log.Error("cannot publish a door command", "door", cy.Door, "err", err)
 	}
-	c.m.codeToCommand.UpdateDuration(cy.started)
+	if cy.reply != nil {
+		c.m.codeToCommand.UpdateDuration(cy.started)
+	}
 	cy.timer = c.after(c.cfg.DoorTimeout, cy, func() {
 		if cy.phase == awaitingOpen {
 			c.fault(cy, fmt.Sprintf("door %d did not report open within %s", cy.Door, c.cfg.DoorTimeout))
@@ -374,10 +376,11 @@ func (c *Controller) opened(cy *cycle) {
 		// restart before it would forget the cycle. Say so loudly.
 		c.log.Error("cannot persist an open door cycle; a restart before it closes would lose it", "door", cy.Door, "err", err)
 	}
-	c.m.codeToOpen.UpdateDuration(cy.started)
 	c.m.cycles.Inc()
 	c.armLeftOpen(cy, c.cfg.LeftOpenAfter)
-	if cy.reply != nil {
+	if cy.reply != nil { // a code opened it (not support, not a restored cycle)
+		c.m.codeToOpen.UpdateDuration(cy.started)
+		c.m.attempt(contract.ResultOpened)
 		c.display(cy.reply, contract.Display{RequestID: cy.RequestID, Result: contract.ResultOpened, Door: cy.Door,
 			Message: fmt.Sprintf("Door %d is open — please close it when done", cy.Door)})
 	}
