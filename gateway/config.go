@@ -291,7 +291,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.MetricsPushURL != "" {
-		if u, err := url.Parse(c.MetricsPushURL); err != nil || u.Host == "" {
+		if u, err := url.Parse(c.MetricsPushURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			bad("--metrics-push-url %q: want http://host:port/api/v1/import/prometheus", c.MetricsPushURL)
 		}
 		if c.MetricsPushInterval <= 0 {

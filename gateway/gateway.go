@@ -23,6 +23,7 @@ import (
 
 	bridge "github.com/locky-edge/locky/backend-bridge"
 	"github.com/locky-edge/locky/gateway/broker"
+	"github.com/locky-edge/locky/gateway/metricspush"
 	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/gateway/web"
 	"github.com/locky-edge/locky/handlers/contract"
@@ -55,7 +56,8 @@ type Gateway struct {
 	sim        *simdoors.Bank
 	screen     *screen.Handler
 	web        *web.Web
-	bridge     *bridge.Bridge // nil without --cloud-url
+	bridge     *bridge.Bridge      // nil without --cloud-url
+	push       *metricspush.Pusher // nil without --metrics-push-url
 	httpLn     net.Listener
 	http       *http.Server
 
@@ -181,6 +183,13 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 		return nil, err
 	}
 	g.registerMetrics()
+	if cfg.MetricsPushURL != "" {
+		g.push, err = metricspush.New(metricspush.Config{URL: cfg.MetricsPushURL, LockerID: cfg.LockerID,
+			Interval: cfg.MetricsPushInterval, Metrics: g.metrics, Logger: log, Write: g.writeMetrics})
+		if err != nil {
+			return nil, fmt.Errorf("cannot set up the metrics push: %w", err)
+		}
+	}
 	g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", cfg.HTTPAddr, err)
@@ -319,6 +328,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}()
 	}
 	go g.watchdogLoop(runCtx)
+	if g.push != nil {
+		go func() {
+			if err := g.push.Run(runCtx); err != nil {
+				g.log.Error("the metrics push stopped", "err", err)
+			}
+		}()
+	}
 	g.ready.Store(true)
 	close(g.readyCh)
 	if err := sdNotify("READY=1"); err != nil {
@@ -354,6 +370,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	cancel()
 	if g.doors != nil {
 		step("door driver", func() error { g.doors.Wait(); g.sim.Stop(); return nil })
+	}
+	if g.push != nil {
+		step("metrics push", g.push.Close)
 	}
 	step("web pages (their event streams end)", g.web.Close)
 	step("http", func() error {

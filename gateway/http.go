@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -24,14 +25,19 @@ func (g *Gateway) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		metrics.WriteProcessMetrics(w)
-		g.metrics.WritePrometheus(w)
+		g.writeMetrics(w)
 	})
 	if g.sim != nil {
 		mux.Handle("/sim/", g.sim.Handler())
 	}
 	mux.Handle("/", g.web.Handler()) // the locker page, the kiosk and their API (gateway/web)
 	return mux
+}
+
+// writeMetrics writes every metric of the gateway in Prometheus text format.
+func (g *Gateway) writeMetrics(w io.Writer) {
+	metrics.WriteProcessMetrics(w)
+	g.metrics.WritePrometheus(w)
 }
 
 // registerMetrics adds the process-wide and store gauges. Store figures come
