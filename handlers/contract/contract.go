@@ -126,7 +126,6 @@ const (
 	EventLockout    = "code.lockout"
 	EventRemoteOpen = "door.remote_open"
 	EventDoorClosed = "door.closed"
-	EventCancelled  = "reservation.cancelled"
 )
 
 // Event is published upstream on locky/up/events. EventID is unique per locker
