@@ -40,6 +40,15 @@ type process struct {
 	cmd        *exec.Cmd
 	mqtt, http string
 	exited     chan struct{}
+	mu         sync.Mutex
+	logs       []string // warnings and errors the gateway logged
+}
+
+// problems returns the warnings and errors the gateway logged.
+func (p *process) problems() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.logs, "\n")
 }
 
 // startProcess runs the gateway on free ports and waits for its ready log line.
@@ -62,11 +71,17 @@ func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			var line struct {
-				Msg  string `json:"msg"`
-				MQTT string `json:"mqtt"`
-				HTTP string `json:"http"`
+				Msg   string `json:"msg"`
+				Level string `json:"level"`
+				MQTT  string `json:"mqtt"`
+				HTTP  string `json:"http"`
 			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "locker ready" {
+			if json.Unmarshal(sc.Bytes(), &line) == nil && (line.Level == "WARN" || line.Level == "ERROR") {
+				p.mu.Lock()
+				p.logs = append(p.logs, sc.Text())
+				p.mu.Unlock()
+			}
+			if line.Msg == "locker ready" {
 				p.mqtt, p.http = line.MQTT, strings.TrimPrefix(line.HTTP, "http://")
 				close(ready)
 			}
@@ -215,7 +230,7 @@ func (d *driver) step(i int, status string, round int) (string, error) {
 	default:
 		return status, nil
 	}
-	req := fmt.Sprintf("q-%d-%d", i, round)
+	req := fmt.Sprintf("q-%d-%s-%d", i, status, round) // one per code and round
 	if err := d.publish(contract.TopicScreenCode, contract.CodeRequest{Code: code, RequestID: req}); err != nil {
 		return status, err
 	}
@@ -348,12 +363,39 @@ func TestSIGKILLLosesNoCommittedChangeAndNoEvent(t *testing.T) {
 			t.Fatalf("invariants broken after round %d", round)
 		}
 		if round == kills && err != nil {
-			t.Fatalf("the last round, without a kill, failed: %v", err)
+			t.Fatalf("the last round, without a kill, failed: %v\nthe gateway logged:\n%s\nthe database has:\n%s",
+				err, p.problems(), history(t, dataDir))
 		}
 	}
 	if !allDelivered(status, reservations) {
 		t.Fatalf("not every parcel was delivered: %v", status)
 	}
+}
+
+// history lists the reservations and the events of the outbox, for a
+// failure message.
+func history(t *testing.T, dataDir string) string {
+	raw, _ := os.ReadFile(filepath.Join(dataDir, "code.key"))
+	key, _ := hex.DecodeString(strings.TrimSpace(string(raw)))
+	st, err := store.Open(store.Config{Path: filepath.Join(dataDir, "locky.db"), CodeKey: key})
+	if err != nil {
+		return err.Error()
+	}
+	defer st.Close()
+	var b strings.Builder
+	rs, _ := st.Reservations()
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%s %s door %d\n", r.ID, r.Status, r.Door)
+	}
+	cycles, _ := st.Cycles()
+	fmt.Fprintf(&b, "open cycles: %+v\n", cycles)
+	msgs, _ := st.OutboxAfter(0, 1<<30)
+	for _, m := range msgs {
+		if m.Topic == contract.TopicEvents {
+			fmt.Fprintf(&b, "%s\n", m.Payload)
+		}
+	}
+	return b.String()
 }
 
 func allDelivered(status map[string]string, n int) bool {
