@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/gateway/metricspush"
 	"github.com/locky-edge/locky/gateway/metricspush/vmtest"
 	"github.com/locky-edge/locky/gateway/testenv"
@@ -184,31 +185,7 @@ func reservation(msgID, id string, door int, deposit, pickup, courier string) co
 
 // startGateway runs a gateway until the test ends.
 func startGateway(t *testing.T, cfg gateway.Config) *gateway.Gateway {
-	t.Helper()
-	g, err := gateway.New(cfg, testenv.Logger(t))
-	if err != nil {
-		t.Fatalf("gateway.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway stopped with %v", err)
-			}
-		case <-time.After(waitLimit):
-			t.Errorf("gateway did not stop")
-		}
-	})
-	rctx, rcancel := context.WithTimeout(context.Background(), waitLimit)
-	defer rcancel()
-	if err := g.WaitReady(rctx); err != nil {
-		t.Fatalf("gateway not ready: %v", err)
-	}
-	return g
+	return gatewaytest.Start(t, cfg).Gateway
 }
 
 func get(t *testing.T, url string) string {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -16,75 +15,21 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
-// waitLimit bounds every wait for an event in these tests: a broken feature
-// fails the test instead of hanging it. It is not a timing assertion.
-const waitLimit = 15 * time.Second
+const waitLimit = gatewaytest.WaitLimit
 
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t testing.TB }
+type testGateway struct{ *gatewaytest.Gateway }
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testConfig(t testing.TB) gateway.Config { return gatewaytest.Config(t) }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testGateway struct {
-	*gateway.Gateway
-	cfg    gateway.Config
-	cancel context.CancelFunc
-	done   chan error
-}
-
-// testConfig is a simulated locker on free loopback ports with its own data dir.
-func testConfig(t testing.TB) gateway.Config {
-	cfg := gateway.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.MQTTAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	return cfg
-}
-
-// startGateway runs a gateway until the test ends.
 func startGateway(t testing.TB, cfg gateway.Config) *testGateway {
-	t.Helper()
-	g, err := gateway.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatalf("gateway.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tg := &testGateway{Gateway: g, cfg: cfg, cancel: cancel, done: make(chan error, 1)}
-	go func() { tg.done <- g.Run(ctx) }()
-	rctx, rcancel := context.WithTimeout(context.Background(), waitLimit)
-	defer rcancel()
-	if err := g.WaitReady(rctx); err != nil {
-		t.Fatalf("gateway not ready: %v", err)
-	}
-	t.Cleanup(func() { tg.stop(t) })
-	return tg
+	return &testGateway{gatewaytest.Start(t, cfg)}
 }
 
-// stop stops the gateway as SIGTERM would and waits for Run to return.
-func (tg *testGateway) stop(t testing.TB) {
-	t.Helper()
-	tg.cancel()
-	select {
-	case err := <-tg.done:
-		if err != nil {
-			t.Errorf("gateway stopped with %v", err)
-		}
-		tg.done <- nil // let a second stop return
-	case <-time.After(waitLimit):
-		t.Fatalf("gateway did not stop")
-	}
-}
+func (tg *testGateway) stop(t testing.TB) { tg.Stop(t) }
 
 // sim sends a command to the simulated door bank over HTTP.
 func (tg *testGateway) sim(t testing.TB, door int, action string) {

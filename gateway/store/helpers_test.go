@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
@@ -30,18 +31,7 @@ const (
 // t0 is the time the tests start at; every store call takes its time from it.
 func t0() time.Time { return time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC) }
 
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
+func testLogger(t testing.TB) *slog.Logger { return testenv.QuietLogger(t) }
 
 func testConfig(t testing.TB) store.Config {
 	return store.Config{Path: filepath.Join(t.TempDir(), "locky.db"), CodeKey: []byte(testKey), Logger: testLogger(t)}

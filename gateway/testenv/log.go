@@ -36,3 +36,11 @@ func (w *testWriter) stop() {
 	w.done = true
 	w.mu.Unlock()
 }
+
+// QuietLogger is Logger at warning level: for tests that start whole
+// gateways, whose info lines would drown the test's own output.
+func QuietLogger(t testing.TB) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.stop)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/locky-edge/locky/gateway/testenv"
 )
 
 // Path is where the Debian package installs VictoriaMetrics.
@@ -53,7 +54,7 @@ func Start(t testing.TB, targets ...Target) *VM {
 		t.Skipf("victoria-metrics is not installed (apt-get install victoria-metrics): %s", err)
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	args := []string{
 		"-storageDataPath=" + filepath.Join(dir, "data"),
 		"-httpListenAddr=127.0.0.1:" + strconv.Itoa(port),
@@ -136,19 +137,6 @@ func scrapeConfig(targets []Target) []byte {
 		}
 	}
 	return []byte(b.String())
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("cannot find a free port: %s", err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		t.Fatalf("cannot release port %d: %s", port, err)
-	}
-	return port
 }
 
 // ImportURL is the endpoint that metricspush posts to.

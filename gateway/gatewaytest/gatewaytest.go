@@ -1,0 +1,69 @@
+// Package gatewaytest runs a real gateway inside a test: a simulated locker on
+// free loopback ports with its own data dir, stopped as SIGTERM would stop it
+// when the test ends.
+package gatewaytest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/gateway/testenv"
+)
+
+// WaitLimit bounds the waits of tests on a gateway, so that a broken feature
+// fails the test instead of hanging it. It is not a timing assertion.
+const WaitLimit = 15 * time.Second
+
+// Config is the default configuration on free loopback ports and a fresh data dir.
+func Config(t testing.TB) gateway.Config {
+	cfg := gateway.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	return cfg
+}
+
+// Gateway is a gateway running in the test.
+type Gateway struct {
+	*gateway.Gateway
+	Cfg    gateway.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a gateway until the test ends and returns once it is ready.
+func Start(t testing.TB, cfg gateway.Config) *Gateway {
+	t.Helper()
+	g, err := gateway.New(cfg, testenv.QuietLogger(t))
+	if err != nil {
+		t.Fatalf("gateway.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tg := &Gateway{Gateway: g, Cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { tg.done <- g.Run(ctx) }()
+	rctx, rcancel := context.WithTimeout(context.Background(), WaitLimit)
+	defer rcancel()
+	if err := g.WaitReady(rctx); err != nil {
+		t.Fatalf("gateway not ready: %v", err)
+	}
+	t.Cleanup(func() { tg.Stop(t) })
+	return tg
+}
+
+// Stop stops the gateway as SIGTERM would and waits for it; it fails the
+// test if the gateway stops with an error. Calling it again does nothing.
+func (g *Gateway) Stop(t testing.TB) {
+	t.Helper()
+	g.cancel()
+	select {
+	case err := <-g.done:
+		if err != nil {
+			t.Errorf("gateway stopped with %v", err)
+		}
+		g.done <- nil // let a second Stop return
+	case <-time.After(WaitLimit):
+		t.Errorf("gateway did not stop within %s", WaitLimit)
+	}
+}
