@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	bridge "github.com/locky-edge/locky/backend-bridge"
 	"io"
 	"net"
 	"net/url"
@@ -56,6 +57,10 @@ type Config struct {
 	CloudCertFile      string        // client certificate (PEM)
 	CloudKeyFile       string        // client key (PEM)
 	CloudSessionExpiry time.Duration // the cloud keeps the locker's session this long offline
+	// CloudUp and CloudDown map topics between the local and the cloud broker:
+	// comma-separated FROM=TO@QOS, {id} standing for the locker id. Empty
+	// means locky/up/#=lockers/{id}/up/#@1 and lockers/{id}/down/#=locky/down/#@1.
+	CloudUp, CloudDown string
 
 	MetricsPushURL      string        // VictoriaMetrics import URL to push metrics to; empty means no push
 	MetricsPushInterval time.Duration // how often to push
@@ -107,6 +112,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CloudCertFile, "cloud-cert-file", c.CloudCertFile, "client certificate (PEM) for mqtts://")
 	fs.StringVar(&c.CloudKeyFile, "cloud-key-file", c.CloudKeyFile, "client key (PEM) for mqtts://")
 	fs.DurationVar(&c.CloudSessionExpiry, "cloud-session-expiry", c.CloudSessionExpiry, "the cloud broker keeps the locker's session this long while it is offline")
+	fs.StringVar(&c.CloudUp, "cloud-up", c.CloudUp, "upstream topic mappings FROM=TO@QOS,… ({id} = locker id); empty = locky/up/#=lockers/{id}/up/#@1")
+	fs.StringVar(&c.CloudDown, "cloud-down", c.CloudDown, "downstream topic mappings FROM=TO@QOS,…; empty = lockers/{id}/down/#=locky/down/#@1")
 	fs.StringVar(&c.MetricsPushURL, "metrics-push-url", c.MetricsPushURL, "VictoriaMetrics /api/v1/import/prometheus URL to push to; empty = no push")
 	fs.DurationVar(&c.MetricsPushInterval, "metrics-push-interval", c.MetricsPushInterval, "how often to push metrics")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
@@ -290,6 +297,11 @@ func (c *Config) Validate() error {
 			bad("--cloud-url %q: want mqtt://host:port or mqtts://host:port", c.CloudURL)
 		}
 	}
+	for name, v := range map[string]string{"--cloud-up": c.CloudUp, "--cloud-down": c.CloudDown} {
+		if _, err := ParseMappings(v); err != nil {
+			bad("%s: %v", name, err)
+		}
+	}
 	if c.MetricsPushURL != "" {
 		if u, err := url.Parse(c.MetricsPushURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			bad("--metrics-push-url %q: want http://host:port/api/v1/import/prometheus", c.MetricsPushURL)
@@ -310,4 +322,23 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// ParseMappings parses topic mappings written FROM=TO@QOS, comma-separated,
+// as the bridge takes them. An empty string gives none (the bridge's defaults).
+func ParseMappings(s string) ([]bridge.Mapping, error) {
+	var out []bridge.Mapping
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		from, rest, ok := strings.Cut(part, "=")
+		to, qos, ok2 := strings.Cut(rest, "@")
+		if !ok || !ok2 || from == "" || to == "" || (qos != "0" && qos != "1") {
+			return nil, fmt.Errorf("%q: want FROM=TO@QOS with QOS 0 or 1, e.g. locky/up/#=lockers/{id}/up/#@1", part)
+		}
+		out = append(out, bridge.Mapping{From: from, To: to, QoS: qos[0] - '0'})
+	}
+	return out, nil
 }

@@ -156,11 +156,19 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 		return nil, err
 	}
 	if cfg.CloudURL != "" {
+		up, err := ParseMappings(cfg.CloudUp)
+		if err != nil {
+			return nil, fmt.Errorf("--cloud-up: %w", err)
+		}
+		down, err := ParseMappings(cfg.CloudDown)
+		if err != nil {
+			return nil, fmt.Errorf("--cloud-down: %w", err)
+		}
 		g.bridge, err = bridge.New(bridge.Config{
 			LockerID: cfg.LockerID, URL: cfg.CloudURL,
 			Username: cfg.CloudUsername, Password: cfg.CloudPassword,
 			CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
-			SessionExpiry: cfg.CloudSessionExpiry,
+			SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down,
 			Outbox:        g.store, Local: downstreamLocal{g},
 			Version: Version, Logger: log, Metrics: g.metrics,
 		})
