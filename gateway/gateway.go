@@ -169,7 +169,7 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 			Username: cfg.CloudUsername, Password: cfg.CloudPassword,
 			CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
 			SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down,
-			Outbox:        g.store, Local: downstreamLocal{g},
+			Outbox: g.store, Local: downstreamLocal{g},
 			Version: Version, Logger: log, Metrics: g.metrics,
 		})
 		if err != nil {
