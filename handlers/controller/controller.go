@@ -404,9 +404,15 @@ func (c *Controller) closed(cy *cycle) {
 		cy.timer.Stop()
 	}
 	now := time.Now()
-	_, _, err := c.cfg.Store.CloseCycle(now, cy.Door, func(sc store.Cycle, r *store.Reservation) store.Transition {
-		return Close(sc, r, now)
-	})
+	decide := func(sc store.Cycle, r *store.Reservation) store.Transition { return Close(sc, r, now) }
+	done, _, err := c.cfg.Store.CloseCycle(now, cy.Door, decide)
+	if err == nil && done == nil {
+		// The opening was never persisted (the store failed then): persist
+		// it now, so that the closing still changes the status with its event.
+		if _, err = c.cfg.Store.DoorOpened(cy.OpenedAt, cy.Cycle, nil); err == nil {
+			_, _, err = c.cfg.Store.CloseCycle(now, cy.Door, decide)
+		}
+	}
 	if err != nil {
 		// Keep the cycle: the store still has it, and the next closed report
 		// (or the next start) completes it.

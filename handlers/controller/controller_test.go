@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -354,6 +355,46 @@ func TestForcedOpenOnlyWithoutACommand(t *testing.T) {
 		}
 		if forced[2] != 0 || forced[3] != 1 {
 			t.Fatalf("forced openings %v; want only one, of door 3", forced)
+		}
+	})
+}
+
+// flakyOpen is the real store whose first DoorOpened fails, as a full SD card would.
+type flakyOpen struct {
+	Store
+	failed bool
+}
+
+func (f *flakyOpen) DoorOpened(now time.Time, c store.Cycle, ev *contract.Event) ([]store.Message, error) {
+	if !f.failed {
+		f.failed = true
+		return nil, errors.New("disk full")
+	}
+	return f.Store.DoorOpened(now, c, ev)
+}
+
+func TestClosingStillCommitsWhenTheOpeningWasNotPersisted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, err := New(Config{Store: &flakyOpen{Store: r.st}, Broker: r.b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.c.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go c.Run(ctx)
+		defer c.Close()
+		r.c = c
+		r.code("1111")
+		r.door(2, "open")
+		r.door(2, "closed")
+		if e := r.lastEvent(); e != contract.EventStored {
+			t.Fatalf("event %q; want reservation.stored although the opening was not persisted", e)
+		}
+		got, err := r.st.Reservation("R1")
+		if err != nil || got.Status != contract.StatusStored {
+			t.Fatalf("R1: %+v %v; want stored", got, err)
 		}
 	})
 }
