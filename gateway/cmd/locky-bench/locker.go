@@ -32,8 +32,16 @@ type message struct {
 // "display:<request_id>", "event:<reservation>:<type>". Messages that nobody
 // waits for are dropped.
 type router struct {
+	// local maps a received topic to the local topic it stands for (the
+	// cloud's lockers/{id}/up/… to locky/up/…); nil means it is local.
+	local func(topic string) string
+
 	mu      sync.Mutex
 	waiting map[string]chan message
+}
+
+func newRouter(local func(string) string) *router {
+	return &router{local: local, waiting: map[string]chan message{}}
 }
 
 // expect registers a wait for key; register before sending the request.
@@ -64,7 +72,11 @@ func (r *router) await(ctx context.Context, key string, ch chan message) (messag
 
 func (r *router) receive(pr paho.PublishReceived) (bool, error) {
 	m := message{at: time.Now(), topic: pr.Packet.Topic, payload: bytes.Clone(pr.Packet.Payload)}
-	key := keyOf(m.topic, m.payload)
+	topic := m.topic
+	if r.local != nil {
+		topic = r.local(topic)
+	}
+	key := keyOf(topic, m.payload)
 	r.mu.Lock()
 	ch := r.waiting[key]
 	delete(r.waiting, key)
@@ -172,7 +184,7 @@ type locker struct {
 }
 
 func connectLocker(ctx context.Context, addr string) (*locker, error) {
-	l := &locker{r: &router{waiting: map[string]chan message{}}}
+	l := &locker{r: newRouter(nil)}
 	var err error
 	if l.backend, err = connect(ctx, addr, "bench-backend", l.r.receive, contract.TopicAcks, contract.TopicEvents); err != nil {
 		return nil, err
@@ -278,6 +290,10 @@ type cycleTimes struct {
 	command time.Duration // the open command reached the door board
 	opened  time.Duration // "opened" reached the screen (after the door reported open)
 	done    time.Duration // the status event reached the back-end (after the door reported closed)
+
+	closedAt time.Time // before the door board's publish of "closed"
+	eventAt  time.Time // the status event reached the back-end
+	eventID  string    // of the status event
 }
 
 // cycle runs one door cycle as the touchscreen and the door board would: the
@@ -309,14 +325,20 @@ func (l *locker) cycle(ctx context.Context, door int, reservation, code, request
 	if err := json.Unmarshal(disp.payload, &d); err != nil || d.Result != contract.ResultOpened {
 		return cycleTimes{}, fmt.Errorf("%s: display %s; want result %q", requestID, disp.payload, contract.ResultOpened)
 	}
-	if err := publish(ctx, l.doors, contract.DoorStateTopic(door), contract.DoorState{State: contract.DoorClosed, At: time.Now().UTC()}, true); err != nil {
+	closedAt := time.Now()
+	if err := publish(ctx, l.doors, contract.DoorStateTopic(door), contract.DoorState{State: contract.DoorClosed, At: closedAt.UTC()}, true); err != nil {
 		return cycleTimes{}, err
 	}
 	ev, err := l.r.await(ctx, evKey, evCh)
 	if err != nil {
 		return cycleTimes{}, err
 	}
-	return cycleTimes{command: cmd.at.Sub(t0), opened: disp.at.Sub(t0), done: ev.at.Sub(t0)}, nil
+	var e contract.Event
+	if err := json.Unmarshal(ev.payload, &e); err != nil {
+		return cycleTimes{}, fmt.Errorf("%s: event %s does not decode: %w", requestID, ev.payload, err)
+	}
+	return cycleTimes{command: cmd.at.Sub(t0), opened: disp.at.Sub(t0), done: ev.at.Sub(t0),
+		closedAt: closedAt, eventAt: ev.at, eventID: e.EventID}, nil
 }
 
 // cycleRun is the outcome of runCycles.

@@ -1,13 +1,15 @@
 // Command locky-bench measures the locker gateway end to end, from outside,
 // as the back-end, the touchscreen and a door board see it over MQTT: start
 // to ready, memory, downstream upsert to ack, code to door command, full door
-// cycles, and the broker's throughput and round trip. It builds the gateway,
-// runs it as a child process with no simulated doors (the bench plays the
-// doors), runs a Mosquitto broker beside it for comparison, and prints a
-// Markdown table (SPEC §9) on stdout; progress goes to stderr.
+// cycles, the broker's throughput and round trip, and the cloud bridge (a
+// door closing to its event at the cloud broker, the outbox's replay after an
+// outage). It builds the gateway, runs it as a child process with no
+// simulated doors (the bench plays the doors), runs a Mosquitto broker beside
+// it for comparison and another as the cloud broker, and prints a Markdown
+// table (SPEC §9) on stdout; progress goes to stderr.
 //
 //	go run ./gateway/cmd/locky-bench
-//	go run ./gateway/cmd/locky-bench -cycles 500 -flood 5000   # quicker
+//	go run ./gateway/cmd/locky-bench -cycles 500 -flood 5000 -outage 2000   # quicker
 //
 // Linux only: it reads /proc for memory and the CPU model.
 package main
@@ -27,8 +29,9 @@ import (
 	"time"
 )
 
-// config is the size of the run. The defaults finish in about a minute and a
-// half on a 2-core x86 machine.
+// config is the size of the run. The defaults finish in a minute to a minute
+// and a half on a 2-core x86 machine: the replay waits for the gateway's
+// reconnect back-off, up to half a minute after an outage of ten seconds.
 type config struct {
 	startRuns    int           // start-to-ready runs of each program
 	doors        int           // doors created through locky/down/doors
@@ -37,6 +40,8 @@ type config struct {
 	cycleWorkers int           // door cycles in flight at once (on different doors)
 	flood        int           // messages of the broker throughput run
 	roundTrips   int           // messages of the broker round-trip run, one at a time
+	cloudCycles  int           // door cycles with the cloud link up
+	outage       int           // upstream messages produced while the cloud broker is down
 	settle       time.Duration // wait after start before reading the idle RSS
 	mosquitto    string        // Mosquitto binary
 }
@@ -52,6 +57,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.cycleWorkers, "cycle-workers", 1, "door cycles in flight at once, on different doors; must divide -doors")
 	fs.IntVar(&c.flood, "flood", 20000, "messages of the broker throughput run (QoS 1, 64 bytes)")
 	fs.IntVar(&c.roundTrips, "round-trips", 2000, "messages of the broker round-trip run, one at a time")
+	fs.IntVar(&c.cloudCycles, "cloud-cycles", 1000, "door cycles with the cloud link up (door closed → event at the cloud broker)")
+	fs.IntVar(&c.outage, "outage", 10000, "upstream messages (acks of door upserts) produced while the cloud broker is down, then replayed")
 	fs.DurationVar(&c.settle, "settle", time.Second, "wait after start before reading the idle RSS")
 	fs.StringVar(&c.mosquitto, "mosquitto", "/usr/sbin/mosquitto", "Mosquitto binary (Debian package mosquitto)")
 	if err := fs.Parse(args); err != nil {
@@ -61,8 +68,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q; options are flags (see -help)", fs.Arg(0))
 	}
 	switch {
-	case c.startRuns < 1 || c.flood < 1 || c.roundTrips < 1 || c.cycles < 1:
-		return c, errors.New("-start-runs, -cycles, -flood and -round-trips must be at least 1")
+	case c.startRuns < 1 || c.flood < 1 || c.roundTrips < 1 || c.cycles < 1 || c.cloudCycles < 1 || c.outage < 1:
+		return c, errors.New("-start-runs, -cycles, -flood, -round-trips, -cloud-cycles and -outage must be at least 1")
 	case c.doors < 1 || c.doors > 9999:
 		return c, fmt.Errorf("-doors %d: must be 1..9999", c.doors)
 	case c.reservations < c.doors:
@@ -148,6 +155,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := benchMosquitto(ctx, cfg, sup, filepath.Join(work, "mosquitto"), &res, logf); err != nil {
 		return err
 	}
+	if res.cloud, err = benchCloud(ctx, cfg, sup, gw, filepath.Join(work, "cloud"), logf); err != nil {
+		return fmt.Errorf("cloud bridge: %w", err)
+	}
 	res.loadEnd = loadAverage()
 	res.machine = describeMachine(ctx, cfg.mosquitto)
 	printReport(stdout, cfg, &res)
@@ -163,15 +173,8 @@ func benchGateway(ctx context.Context, cfg config, sup *supervisor, gw gatewayCm
 		return err
 	}
 	// Waits end early, with the gateway's last log lines, if it dies.
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, cancel := watchGateway(ctx, p)
 	defer cancel(nil)
-	go func() {
-		select {
-		case <-p.exited:
-			cancel(fmt.Errorf("the gateway exited: %w", p.exitErr()))
-		case <-ctx.Done():
-		}
-	}()
 
 	if err := sleep(ctx, cfg.settle); err != nil {
 		return err

@@ -153,12 +153,16 @@ func (t *tail) String() string {
 type gatewayCmd struct {
 	bin     string
 	codeKey string // hex; given so that no key file is generated at start
+	// cloudURL and lockerID, when cloudURL is set, link the gateway to a
+	// cloud broker; empty means no bridge.
+	cloudURL, lockerID string
 }
 
 // gatewayProc is a running gateway.
 type gatewayProc struct {
 	*child
 	mqtt  string        // broker address
+	http  string        // HTTP address (host:port): /metrics
 	ready time.Duration // exec → "locker ready" log line
 	// startup is the gateway's own measure, logged on the ready line: from
 	// the configuration parsed to ready.
@@ -173,10 +177,13 @@ func (s *supervisor) startGateway(ctx context.Context, gw gatewayCmd, dataDir st
 		// A used courier code reopens its door within the grace period; the
 		// door cycles reuse it, so the grace must outlast the run.
 		"--grace", "24h")
+	if gw.cloudURL != "" {
+		cmd.Args = append(cmd.Args, "--cloud-url", gw.cloudURL, "--locker-id", gw.lockerID)
+	}
 	type readyLine struct {
-		mqtt    string
-		startup time.Duration
-		at      time.Time
+		mqtt, http string
+		startup    time.Duration
+		at         time.Time
 	}
 	ready := make(chan readyLine, 1)
 	c, t0, err := s.start("locky-gateway", cmd, func(line []byte, at time.Time) {
@@ -186,11 +193,12 @@ func (s *supervisor) startGateway(ctx context.Context, gw gatewayCmd, dataDir st
 		var l struct {
 			Msg     string        `json:"msg"`
 			MQTT    string        `json:"mqtt"`
+			HTTP    string        `json:"http"`    // http://host:port
 			Startup time.Duration `json:"startup"` // slog writes durations in nanoseconds
 		}
 		if json.Unmarshal(line, &l) == nil && l.Msg == "locker ready" {
 			select {
-			case ready <- readyLine{l.MQTT, l.Startup, at}:
+			case ready <- readyLine{l.MQTT, strings.TrimPrefix(l.HTTP, "http://"), l.Startup, at}:
 			default:
 			}
 		}
@@ -200,7 +208,7 @@ func (s *supervisor) startGateway(ctx context.Context, gw gatewayCmd, dataDir st
 	}
 	select {
 	case r := <-ready:
-		return &gatewayProc{child: c, mqtt: r.mqtt, ready: r.at.Sub(t0), startup: r.startup}, nil
+		return &gatewayProc{child: c, mqtt: r.mqtt, http: r.http, ready: r.at.Sub(t0), startup: r.startup}, nil
 	case <-c.exited:
 		return nil, fmt.Errorf("the gateway exited before it was ready: %w", c.exitErr())
 	case <-time.After(waitLimit):
@@ -214,6 +222,7 @@ func (s *supervisor) startGateway(ctx context.Context, gw gatewayCmd, dataDir st
 type mosquittoProc struct {
 	*child
 	addr  string
+	port  int
 	ready time.Duration // exec → the port accepts a TCP connection
 }
 
@@ -239,10 +248,17 @@ func (s *supervisor) startMosquitto(ctx context.Context, bin, dir string) (*mosq
 	if err != nil {
 		return nil, err
 	}
+	return s.startMosquittoOn(ctx, bin, dir, port, "")
+}
+
+// startMosquittoOn is startMosquitto on a given port, with extra lines of
+// configuration. Started again on the same port and dir, it is the same
+// broker restarted (without its sessions: persistence is off).
+func (s *supervisor) startMosquittoOn(ctx context.Context, bin, dir string, port int, extra string) (*mosquittoProc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create %q: %w", dir, err)
 	}
-	conf := fmt.Sprintf(mosquittoConfig, port)
+	conf := fmt.Sprintf(mosquittoConfig, port) + extra
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // as root it would switch to the user mosquitto
 	}
@@ -263,7 +279,7 @@ func (s *supervisor) startMosquitto(ctx context.Context, bin, dir string) (*mosq
 			if err := conn.Close(); err != nil {
 				return nil, fmt.Errorf("mosquitto: %w", err)
 			}
-			return &mosquittoProc{child: c, addr: addr, ready: ready}, nil
+			return &mosquittoProc{child: c, addr: addr, port: port, ready: ready}, nil
 		}
 		select {
 		case <-c.exited:

@@ -54,6 +54,7 @@ type results struct {
 	cycleWall  time.Duration
 
 	gwBroker, mqBroker brokerResult
+	cloud              cloudResult
 }
 
 // Reference design (SPEC §1), measured on its Pi, not here.
@@ -72,6 +73,14 @@ func ms(d time.Duration) string {
 
 // mb formats KiB as MB (10^6 bytes), the unit of SPEC §1 and §9.
 func mb(kib int64) string { return fmt.Sprintf("%.1f MB", float64(kib)*1024/1e6) }
+
+// secs formats a duration of seconds.
+func secs(d time.Duration) string {
+	if d < time.Second {
+		return ms(d)
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
 
 func rss(m memory) string {
 	return fmt.Sprintf("%s (anon %s, file %s)", mb(m.rss), mb(m.anon), mb(m.file))
@@ -136,6 +145,7 @@ func printReport(w io.Writer, cfg config, r *results) {
 		{fmt.Sprintf("broker round trip, one at a time, p50 / p99 / max, %d messages", cfg.roundTrips),
 			dist(r.gwBroker.roundTrip.latency), dist(r.mqBroker.roundTrip.latency), "", ""},
 	}
+	rows = append(rows, cloudRows(cfg, r.cloud)...)
 	fmt.Fprintf(w, "# locky-gateway end-to-end benchmark\n\nMachine: %s\n\n", r.machine)
 	fmt.Fprintf(w, "Load average (1, 5, 15 min) at start: %s; at end: %s\n\n", r.loadStart, r.loadEnd)
 	for i, row := range rows {
@@ -173,8 +183,58 @@ How it was measured:
   round trip publishes each message after the previous one arrived. Each
   broker runs with its default queues and in-flight window; Mosquitto with
   persistence off and TCP_NODELAY.
+- Cloud bridge: a second Mosquitto is the cloud broker (persistence off,
+  max_queued_messages 0 = no bound, max_inflight_messages 100, anonymous);
+  a fresh gateway runs with --cloud-url to it and --locker-id `+benchLocker+`,
+  with `+fmt.Sprint(cfg.doors)+` doors and one arriving reservation each.
+  Door closed → event: door cycles as above, one at a time; from before the
+  bench's publish of {"state":"closed"} on locky/doors/N/state to the event's
+  arrival at a subscriber of lockers/`+benchLocker+`/up/events on the cloud
+  broker (QoS 1, clean session), which checks that its event_id is the
+  local event's.
+- Replay: once the outbox is empty, the cloud broker gets SIGKILL; when the
+  gateway reports the link down (locky_bridge_link_up 0 on /metrics), the
+  bench sends `+fmt.Sprint(cfg.outage)+` door upserts on locky/down/doors, one at a time, each
+  acked locally: `+fmt.Sprint(cfg.outage)+` acks in the outbox (about 40 bytes each; they travel
+  the same outbox and bridge as events). Then Mosquitto starts again on the
+  same port (no sessions survive) and the bench subscribes at once, with a
+  clean session, to lockers/`+benchLocker+`/up/# and lockers/`+benchLocker+`/status;
+  the gateway comes back when its reconnect back-off ends (jittered, doubling
+  from 1 s). Its live status "online" marks the reconnection (a retained one
+  would mean it came first, and the run fails). The rate is the messages
+  received / (last new one − reconnection); time to drain is from the restart
+  to the last one. Loss, duplicates and order are checked by msg_id, and the
+  outbox gauge must return to 0.
 - The reference design's figures are quoted from SPEC §1 (its own hardware
   and operation, not measured here); the targets are SPEC §9's, for a 2-core
   x86 machine.
 `)
+}
+
+// cloudRows are the rows of the cloud bridge.
+func cloudRows(cfg config, c cloudResult) [][]string {
+	rp := c.replay
+	rate := float64(rp.distinct) / rp.drain().Seconds()
+	lost := rp.lost(c.outage)
+	quality := fmt.Sprintf("%d lost, %d duplicates, %d out of order", lost, rp.duplicates, rp.outOfOrder)
+	if rp.refused > 0 {
+		quality += fmt.Sprintf(", %d acks not ok", rp.refused)
+	}
+	if rp.other > 0 {
+		quality += fmt.Sprintf(", %d other messages", rp.other)
+	}
+	return [][]string{
+		{fmt.Sprintf("door closed → event at the cloud subscriber, link up, p50 / p99 / max, %d cycles", len(c.closedCloud)),
+			dist(c.closedCloud), "", "", ""},
+		{"… door closed → the same event at the local back-end client", dist(c.closedLocal), "", "", ""},
+		{fmt.Sprintf("outbox replay to Mosquitto after an outage of %d messages: gateway reconnected → all received", c.outage),
+			fmt.Sprintf("%.0f events/s (%s)", rate, secs(rp.drain())), "", "",
+			target("replay > 5 000 events/s", rate > 5000 && lost == 0)},
+		{"… time to drain: cloud broker restarted → all received; of which restart → gateway reconnected (its back-off)",
+			secs(rp.lastAt.Sub(rp.restarted)) + "; " + secs(rp.linkUp.Sub(rp.restarted)), "", "", ""},
+		{"… loss, duplicates, order (by msg_id)", quality, "", "", target("zero loss", lost == 0)},
+		{"… the outage: upserts while down, one at a time; outbox before the restart; failed reconnects",
+			fmt.Sprintf("%d in %s (%s); %.0f messages; %.0f", c.outage, secs(c.produceWall), perSecond(c.outage, c.produceWall),
+				c.outboxBefore, c.connectErrors), "", "", ""},
+	}
 }
