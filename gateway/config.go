@@ -61,6 +61,9 @@ type Config struct {
 	// comma-separated FROM=TO@QOS, {id} standing for the locker id. Empty
 	// means locky/up/#=lockers/{id}/up/#@1 and lockers/{id}/down/#=locky/down/#@1.
 	CloudUp, CloudDown string
+	// CloudRetryMax caps the bridge's reconnect back-off (doubling from 1 s,
+	// with jitter): the longest a locker may take to notice the cloud is back.
+	CloudRetryMax time.Duration
 
 	MetricsPushURL      string        // VictoriaMetrics import URL to push metrics to; empty means no push
 	MetricsPushInterval time.Duration // how often to push
@@ -78,7 +81,7 @@ func Defaults() Config {
 		Grace: 10 * time.Minute, DoorTimeout: 5 * time.Second, LeftOpenAfter: 2 * time.Minute,
 		LockoutThreshold: 5, LockoutWindow: 5 * time.Minute, LockoutBase: time.Minute, LockoutMax: time.Hour,
 		Retention: 30 * 24 * time.Hour, OutboxMaxBytes: 64 << 20, OutboxMaxAge: 30 * 24 * time.Hour,
-		CloudSessionExpiry: 7 * 24 * time.Hour, MetricsPushInterval: 30 * time.Second,
+		CloudSessionExpiry: 7 * 24 * time.Hour, CloudRetryMax: 2 * time.Minute, MetricsPushInterval: 30 * time.Second,
 		LogFormat: "text", LogLevel: "info",
 	}
 }
@@ -112,6 +115,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CloudCertFile, "cloud-cert-file", c.CloudCertFile, "client certificate (PEM) for mqtts://")
 	fs.StringVar(&c.CloudKeyFile, "cloud-key-file", c.CloudKeyFile, "client key (PEM) for mqtts://")
 	fs.DurationVar(&c.CloudSessionExpiry, "cloud-session-expiry", c.CloudSessionExpiry, "the cloud broker keeps the locker's session this long while it is offline")
+	fs.DurationVar(&c.CloudRetryMax, "cloud-retry-max", c.CloudRetryMax, "longest wait between reconnects to the cloud (the back-off doubles from 1 s up to this, with jitter)")
 	fs.StringVar(&c.CloudUp, "cloud-up", c.CloudUp, "upstream topic mappings FROM=TO@QOS,… ({id} = locker id); empty = locky/up/#=lockers/{id}/up/#@1")
 	fs.StringVar(&c.CloudDown, "cloud-down", c.CloudDown, "downstream topic mappings FROM=TO@QOS,…; empty = lockers/{id}/down/#=locky/down/#@1")
 	fs.StringVar(&c.MetricsPushURL, "metrics-push-url", c.MetricsPushURL, "VictoriaMetrics /api/v1/import/prometheus URL to push to; empty = no push")
@@ -274,7 +278,8 @@ func (c *Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{"--grace": c.Grace, "--door-timeout": c.DoorTimeout,
 		"--left-open-after": c.LeftOpenAfter, "--lockout-window": c.LockoutWindow, "--lockout-base": c.LockoutBase,
-		"--lockout-max": c.LockoutMax, "--retention": c.Retention, "--outbox-max-age": c.OutboxMaxAge} {
+		"--lockout-max": c.LockoutMax, "--retention": c.Retention, "--outbox-max-age": c.OutboxMaxAge,
+		"--cloud-retry-max": c.CloudRetryMax} {
 		if d <= 0 {
 			bad("%s must be positive, not %s", name, d)
 		}

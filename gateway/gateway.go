@@ -168,7 +168,7 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 			LockerID: cfg.LockerID, URL: cfg.CloudURL,
 			Username: cfg.CloudUsername, Password: cfg.CloudPassword,
 			CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
-			SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down,
+			SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down, RetryMax: cfg.CloudRetryMax,
 			Outbox: g.store, Local: downstreamLocal{g},
 			Version: Version, Logger: log, Metrics: g.metrics,
 		})
