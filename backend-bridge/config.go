@@ -47,11 +47,11 @@ type Mapping struct {
 	QoS byte
 }
 
-// DefaultUp is the upstream mapping used when Config.Up is nil.
-var DefaultUp = []Mapping{{From: "locky/up/#", To: "lockers/{id}/up/#", QoS: 1}}
+// DefaultUp returns the upstream mapping used when Config.Up is nil.
+func DefaultUp() []Mapping { return []Mapping{{From: "locky/up/#", To: "lockers/{id}/up/#", QoS: 1}} }
 
-// DefaultDown is the downstream mapping used when Config.Down is nil.
-var DefaultDown = []Mapping{{From: "lockers/{id}/down/#", To: "locky/down/#", QoS: 1}}
+// DefaultDown returns the downstream mapping used when Config.Down is nil.
+func DefaultDown() []Mapping { return []Mapping{{From: "lockers/{id}/down/#", To: "locky/down/#", QoS: 1}} }
 
 // Config configures a Bridge. The zero value of each optional field means the
 // default that its comment gives.
@@ -139,10 +139,10 @@ func (cfg Config) withDefaults() Config {
 		cfg.Window = 256
 	}
 	if cfg.Up == nil {
-		cfg.Up = DefaultUp
+		cfg.Up = DefaultUp()
 	}
 	if cfg.Down == nil {
-		cfg.Down = DefaultDown
+		cfg.Down = DefaultDown()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

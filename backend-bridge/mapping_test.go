@@ -6,11 +6,11 @@ import (
 )
 
 func TestMapTopic(t *testing.T) {
-	up, err := compile(DefaultUp, "L1", "Up")
+	up, err := compile(DefaultUp(), "L1", "Up")
 	if err != nil {
 		t.Fatal(err)
 	}
-	down, err := compile(append([]Mapping{{From: "lockers/{id}/ping", To: "locky/ping"}}, DefaultDown...), "L1", "Down")
+	down, err := compile(append([]Mapping{{From: "lockers/{id}/ping", To: "locky/ping"}}, DefaultDown()...), "L1", "Down")
 	if err != nil {
 		t.Fatal(err)
 	}
