@@ -51,7 +51,9 @@ type Mapping struct {
 func DefaultUp() []Mapping { return []Mapping{{From: "locky/up/#", To: "lockers/{id}/up/#", QoS: 1}} }
 
 // DefaultDown returns the downstream mapping used when Config.Down is nil.
-func DefaultDown() []Mapping { return []Mapping{{From: "lockers/{id}/down/#", To: "locky/down/#", QoS: 1}} }
+func DefaultDown() []Mapping {
+	return []Mapping{{From: "lockers/{id}/down/#", To: "locky/down/#", QoS: 1}}
+}
 
 // Config configures a Bridge. The zero value of each optional field means the
 // default that its comment gives.
