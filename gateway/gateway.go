@@ -103,6 +103,7 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 		Retention:      cfg.Retention,
 		OnDrop:         func(reason string, n int) { outboxDropped[reason].Add(n) },
 		OnCommit:       g.publishLocal,
+		Metrics:        g.metrics,
 		Logger:         log,
 	})
 	if err != nil {

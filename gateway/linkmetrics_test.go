@@ -147,3 +147,13 @@ func awaitSeries(t testing.TB, g *testGateway, series, want string, ok func(floa
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestStoreCommitsAreTimed(t *testing.T) {
+	g := startGateway(t, testConfig(t))
+	c := connect(t, g.MQTTAddr(), contract.TopicAcks)
+	before := readMetrics(t, g)["locky_store_commit_seconds_count"]
+	c.mustAck("reservations", reservation("m-1", "R1", 1, 1, "111111", "222222", "333333"))
+	if after := readMetrics(t, g)["locky_store_commit_seconds_count"]; after < before+1 {
+		t.Fatalf("locky_store_commit_seconds_count went from %v to %v after a committed upsert; want at least one more", before, after)
+	}
+}

@@ -114,6 +114,7 @@ func outboxBytes(tx *bolt.Tx) int64 { return metaInt(tx, keyOutboxBytes) }
 func (s *Store) update(now time.Time, fn func(tx *bolt.Tx, o *Outbox) error) ([]Message, error) {
 	var o *Outbox
 	dropped := 0
+	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		o = &Outbox{tx: tx, now: now}
 		if err := fn(tx, o); err != nil {
@@ -126,6 +127,7 @@ func (s *Store) update(now time.Time, fn func(tx *bolt.Tx, o *Outbox) error) ([]
 		dropped, err = s.trimOutbox(tx)
 		return err
 	})
+	s.commit.UpdateDuration(start)
 	if err != nil {
 		return nil, err
 	}

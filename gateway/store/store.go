@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	// with those messages, on the committing goroutine (the gateway publishes
 	// them on the local broker). Nil means nothing is called.
 	OnCommit func([]Message)
+	// Metrics receives locky_store_commit_seconds, the time of each write
+	// transaction including its fsync. Nil means a private set.
+	Metrics *metrics.Set
 	// Logger receives the store's logs. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -73,6 +77,7 @@ type Store struct {
 	db     *bolt.DB
 	log    *slog.Logger
 	notify chan struct{}
+	commit *metrics.Histogram
 
 	closeOnce sync.Once
 	closeErr  error
@@ -101,6 +106,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
 	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -123,7 +131,8 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
 	}
-	return &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1)}, nil
+	return &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
+		commit: cfg.Metrics.GetOrCreateHistogram("locky_store_commit_seconds")}, nil
 }
 
 // Close closes the database. It is safe to call more than once.
