@@ -194,3 +194,27 @@ func (s *Store) RemoteOpen(now time.Time, msgID string, door int, reason string)
 	})
 	return accepted && err == nil, err
 }
+
+var keyLockout = []byte("lockout")
+
+// Lockout is the screen's lockout state, kept so that a restart (a power
+// cut) does not give a guesser a fresh set of attempts.
+type Lockout struct {
+	Until time.Time `json:"until"`
+	Level int       `json:"level"`
+}
+
+// SaveLockout records the screen's lockout state.
+func (s *Store) SaveLockout(l Lockout) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketMeta), keyLockout, l) })
+}
+
+// Lockout returns the last recorded lockout state (zero when none).
+func (s *Store) Lockout() (Lockout, error) {
+	var l Lockout
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx.Bucket(bucketMeta), keyLockout, &l)
+		return err
+	})
+	return l, err
+}

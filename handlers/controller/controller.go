@@ -40,6 +40,8 @@ type Store interface {
 	Cycles() ([]store.Cycle, error)
 	AppendEvent(now time.Time, ev contract.Event, a *store.AuditRecord) (contract.Event, []store.Message, error)
 	RemoteOpen(now time.Time, msgID string, door int, reason string) (bool, error)
+	SaveLockout(store.Lockout) error
+	Lockout() (store.Lockout, error)
 	Ack(now time.Time, msgID string, err error) ([]store.Message, error)
 }
 
@@ -156,6 +158,19 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("controller: cannot restore open door cycles: %w", err)
 	}
 	now := time.Now()
+	if l, err := c.cfg.Store.Lockout(); err != nil {
+		return fmt.Errorf("controller: cannot read the lockout state: %w", err)
+	} else if left := l.Until.Sub(now); left > 0 || l.Level > 0 {
+		c.lock.level = l.Level
+		if left > 0 {
+			if left > c.cfg.LockoutMax {
+				left = c.cfg.LockoutMax // a wall clock that jumped back cannot lock for longer
+			}
+			c.lock.until = now.Add(left)
+			c.lock.last = now
+			c.log.Info("the screen is still locked out from before the restart", "retry_after_s", seconds(left))
+		}
+	}
 	for _, sc := range cycles {
 		cy := &cycle{Cycle: sc, phase: isOpen, started: now}
 		open := now.Sub(sc.OpenedAt)
@@ -256,6 +271,9 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 	switch verdict {
 	case Refuse:
 		if d := c.lock.fail(now); d > 0 {
+			if err := c.cfg.Store.SaveLockout(store.Lockout{Until: time.Now().Add(d).UTC(), Level: c.lock.level}); err != nil {
+				c.log.Error("cannot persist the lockout; a restart would end it early", "err", err)
+			}
 			c.event(contract.Event{Type: contract.EventLockout, RetryAfterS: seconds(d)}, nil)
 			c.m.lockouts.Inc()
 			answer(lockedOut(d))
@@ -272,6 +290,11 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 		answer(contract.Display{Result: contract.ResultBusy, Door: r.Door,
 			Message: fmt.Sprintf("Door %d is in use; try again in a moment", r.Door)})
 		return
+	}
+	if c.lock.level > 0 {
+		if err := c.cfg.Store.SaveLockout(store.Lockout{}); err != nil {
+			c.log.Error("cannot persist the end of the lockout series", "err", err)
+		}
 	}
 	c.lock.success()
 	cy := &cycle{Cycle: store.Cycle{Door: r.Door, Reservation: r.ID, Kind: kind, RequestID: req.RequestID},

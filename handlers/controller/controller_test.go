@@ -398,3 +398,37 @@ func TestClosingStillCommitsWhenTheOpeningWasNotPersisted(t *testing.T) {
 		}
 	})
 }
+
+func TestLockoutSurvivesARestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		for i := 0; i < 5; i++ {
+			r.code("9999")
+		}
+		if d := r.b.last(); d.Result != contract.ResultLockedOut {
+			t.Fatalf("got %q; want locked_out", d.Result)
+		}
+		// A power cut: a new controller on the same database.
+		r.c.Close()
+		c, err := New(Config{Store: r.st, Broker: r.b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go c.Run(ctx)
+		defer c.Close()
+		r.c = c
+		time.Sleep(10 * time.Second)
+		if d := r.code("1111"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 50 {
+			t.Fatalf("after a restart: %+v; want still locked out for 50 s", d)
+		}
+		time.Sleep(50 * time.Second)
+		for i := 0; i < 5; i++ {
+			r.code("9999")
+		}
+		if d := r.b.last(); d.Result != contract.ResultLockedOut || d.RetryAfterS != 120 {
+			t.Fatalf("second lockout after a restart: %+v; want 120 s (the doubling survives too)", d)
+		}
+	})
+}
