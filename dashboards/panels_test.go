@@ -2,18 +2,14 @@ package dashboards
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/gateway/gatewaytest"
@@ -47,7 +43,7 @@ func TestPanelsReturnData(t *testing.T) {
 	cfg.CloudURL = cloud.URL()
 	cfg.DoorTimeout = 300 * time.Millisecond // a jammed door becomes a fault quickly
 	cfg.LeftOpenAfter = 300 * time.Millisecond
-	g := startGateway(t, cfg)
+	g := gatewaytest.Start(t, cfg)
 	metricsURL := "http://" + g.HTTPAddr() + "/metrics"
 
 	if !strings.Contains(get(t, metricsURL), "\nlocky_bridge_link_up ") {
@@ -150,42 +146,35 @@ func TestExpandLeavesNoVariable(t *testing.T) {
 
 // runWorkload drives every counter the panels show: a deposit and a pickup,
 // a door left open, a jammed door, a wrong code and a forced door.
-func runWorkload(t *testing.T, g *gateway.Gateway) {
+func runWorkload(t *testing.T, g *gatewaytest.Gateway) {
 	t.Helper()
-	c := connect(t, g.MQTTAddr())
-	c.down("reservations", reservation("m-1", "R1", 3, "300001", "300002", "300003"))
-	c.down("reservations", reservation("m-2", "R2", 4, "400001", "400002", "400003"))
+	c := gatewaytest.Connect(t, g.MQTTAddr(), contract.TopicAcks, contract.TopicEvents, contract.TopicScreenDisplay)
+	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, 3, "300001", "300002", "300003"))
+	c.MustAck("reservations", gatewaytest.Reservation("m-2", "R2", 1, 4, "400001", "400002", "400003"))
 
-	c.code("300001", "r1", contract.ResultOpened)
-	sim(t, g, 3, "close")
-	c.event(contract.EventStored, "R1")
-	c.code("300002", "r2", contract.ResultOpened)
-	c.event(contract.EventLeftOpen, "R1") // LeftOpenAfter passes before the close
-	sim(t, g, 3, "close")
-	c.event(contract.EventDelivered, "R1")
+	code := func(code, requestID, result string) {
+		t.Helper()
+		c.Code(code, requestID)
+		c.Display(requestID, result)
+	}
+	code("300001", "r1", contract.ResultOpened)
+	g.SimDoor(t, 3, "close")
+	c.Event(contract.EventStored, "R1", 3)
+	code("300002", "r2", contract.ResultOpened)
+	c.Event(contract.EventLeftOpen, "R1", 3) // LeftOpenAfter passes before the close
+	g.SimDoor(t, 3, "close")
+	c.Event(contract.EventDelivered, "R1", 3)
 
-	sim(t, g, 4, "jam")
-	c.code("400001", "r3", contract.ResultDoorFault)
-	sim(t, g, 4, "unjam")
-	c.code("400001", "r4", contract.ResultOpened)
-	sim(t, g, 4, "close")
-	c.event(contract.EventStored, "R2")
+	g.SimDoor(t, 4, "jam")
+	code("400001", "r3", contract.ResultDoorFault)
+	g.SimDoor(t, 4, "unjam")
+	code("400001", "r4", contract.ResultOpened)
+	g.SimDoor(t, 4, "close")
+	c.Event(contract.EventStored, "R2", 4)
 
-	c.code("999999", "r5", contract.ResultInvalidCode)
-	sim(t, g, 9, "force")
-	c.event(contract.EventForcedOpen, "")
-}
-
-func reservation(msgID, id string, door int, deposit, pickup, courier string) contract.DownMessage {
-	return contract.DownMessage{MsgID: msgID, Op: contract.OpUpsert, Reservation: &contract.Reservation{
-		ID: id, Version: 1, Door: door, Status: contract.StatusArriving,
-		DepositCode: deposit, PickupCode: pickup, CourierCode: courier,
-	}}
-}
-
-// startGateway runs a gateway until the test ends.
-func startGateway(t *testing.T, cfg gateway.Config) *gateway.Gateway {
-	return gatewaytest.Start(t, cfg).Gateway
+	code("999999", "r5", contract.ResultInvalidCode)
+	g.SimDoor(t, 9, "force")
+	c.Event(contract.EventForcedOpen, "", 9)
 }
 
 func get(t *testing.T, url string) string {
@@ -200,124 +189,4 @@ func get(t *testing.T, url string) string {
 		t.Errorf("GET %s: %s %v", url, resp.Status, err)
 	}
 	return string(b)
-}
-
-func sim(t *testing.T, g *gateway.Gateway, door int, action string) {
-	t.Helper()
-	resp, err := http.Post(fmt.Sprintf("http://%s/sim/doors/%d/%s", g.HTTPAddr(), door, action), "", nil)
-	if err != nil {
-		t.Fatalf("sim %s door %d: %v", action, door, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("sim %s door %d: status %s", action, door, resp.Status)
-	}
-}
-
-// client is an MQTT 5 client of the gateway's broker that records the
-// answers and events it receives.
-type client struct {
-	t  *testing.T
-	c  *paho.Client
-	mu sync.Mutex
-	in []*paho.Publish
-	ch chan struct{}
-}
-
-func connect(t *testing.T, addr string) *client {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	cl := &client{t: t, ch: make(chan struct{}, 1)}
-	cl.c = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			cl.mu.Lock()
-			cl.in = append(cl.in, pr.Packet)
-			cl.mu.Unlock()
-			select {
-			case cl.ch <- struct{}{}:
-			default:
-			}
-			return true, nil
-		}},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if ca, err := cl.c.Connect(ctx, &paho.Connect{ClientID: "dashboards-test", CleanStart: true, KeepAlive: 30}); err != nil || ca.ReasonCode != 0 {
-		t.Fatalf("connect: %v %+v", err, ca)
-	}
-	subs := []paho.SubscribeOptions{{Topic: contract.TopicAcks, QoS: 1}, {Topic: contract.TopicEvents, QoS: 1}, {Topic: contract.TopicScreenDisplay, QoS: 1}}
-	if _, err := cl.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
-		t.Fatalf("subscribe: %v", err)
-	}
-	t.Cleanup(func() { _ = cl.c.Disconnect(&paho.Disconnect{}) })
-	return cl
-}
-
-func (c *client) publish(topic string, v any) {
-	c.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if _, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: b}); err != nil {
-		c.t.Fatalf("publish %s: %v", topic, err)
-	}
-}
-
-// await waits for a message on topic that decodes into v and that match accepts.
-func await[T any](c *client, topic string, match func(T) bool) {
-	c.t.Helper()
-	deadline := time.After(waitLimit)
-	for {
-		c.mu.Lock()
-		for _, m := range c.in {
-			var v T
-			if m.Topic == topic && json.Unmarshal(m.Payload, &v) == nil && match(v) {
-				c.mu.Unlock()
-				return
-			}
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.ch:
-		case <-deadline:
-			c.t.Fatalf("no matching message on %s", topic)
-		}
-	}
-}
-
-// down sends a downstream message and waits for its positive ack.
-func (c *client) down(entity string, m contract.DownMessage) {
-	c.t.Helper()
-	c.publish(contract.TopicDownPrefix+entity, m)
-	await(c, contract.TopicAcks, func(a contract.Ack) bool {
-		if a.MsgID == m.MsgID && !a.OK {
-			c.t.Fatalf("%s: ack %+v; want ok", m.MsgID, a)
-		}
-		return a.MsgID == m.MsgID
-	})
-}
-
-// code enters a code on the screen and waits for the answer.
-func (c *client) code(code, requestID, result string) {
-	c.t.Helper()
-	c.publish(contract.TopicScreenCode, contract.CodeRequest{Code: code, RequestID: requestID})
-	await(c, contract.TopicScreenDisplay, func(d contract.Display) bool {
-		if d.RequestID == requestID && d.Result != result {
-			c.t.Fatalf("code %s: %+v; want %s", code, d, result)
-		}
-		return d.RequestID == requestID
-	})
-}
-
-// event waits for an event of that type and reservation.
-func (c *client) event(typ, reservation string) {
-	c.t.Helper()
-	await(c, contract.TopicEvents, func(e contract.Event) bool { return e.Type == typ && e.Reservation == reservation })
 }

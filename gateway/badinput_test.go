@@ -30,9 +30,9 @@ func state(t *testing.T, g *testGateway) string {
 func TestBadDownstreamMessagesAreRejectedWholeWithANamedError(t *testing.T) {
 	g := startGateway(t, testConfig(t))
 	c := connect(t, g.MQTTAddr(), "locky/#")
-	c.mustAck("partners", contract.DownMessage{MsgID: "p-1", Op: contract.OpUpsert, Partner: &contract.Partner{ID: "acme"}})
-	c.mustAck("doors", contract.DownMessage{MsgID: "d-1", Op: contract.OpUpsert, Door: &contract.Door{ID: 11, Size: "S", Partner: "acme"}})
-	c.mustAck("reservations", reservation("ok-1", "R12", 3, 7, "123456", "654321", "777000"))
+	c.MustAck("partners", contract.DownMessage{MsgID: "p-1", Op: contract.OpUpsert, Partner: &contract.Partner{ID: "acme"}})
+	c.MustAck("doors", contract.DownMessage{MsgID: "d-1", Op: contract.OpUpsert, Door: &contract.Door{ID: 11, Size: "S", Partner: "acme"}})
+	c.MustAck("reservations", reservation("ok-1", "R12", 3, 7, "123456", "654321", "777000"))
 
 	big := `{"msg_id":"big","op":"upsert","reservation":{"id":"` + strings.Repeat("x", contract.MaxPayload) + `"}}`
 	tests := []struct {
@@ -60,27 +60,25 @@ func TestBadDownstreamMessagesAreRejectedWholeWithANamedError(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := c.with(t)
+			c := c.With(t)
 			before := state(t, g)
 			ackOf := func(p []byte) bool {
 				var a contract.Ack
 				return json.Unmarshal(p, &a) == nil && a.MsgID == tc.msgID
 			}
-			n := c.count(contract.TopicAcks, ackOf)
-			c.publish(tc.topic, tc.payload)
-			c.awaitCount(contract.TopicAcks, ackOf, n+1)
+			n := c.Count(contract.TopicAcks, ackOf)
+			c.Publish(tc.topic, tc.payload)
+			c.AwaitCount(contract.TopicAcks, ackOf, n+1)
 			var last contract.Ack
-			c.mu.Lock()
-			for _, m := range c.in {
-				if m.topic == contract.TopicAcks && ackOf(m.payload) {
-					_ = json.Unmarshal(m.payload, &last)
+			for _, m := range c.Received() {
+				if m.Topic == contract.TopicAcks && ackOf(m.Payload) {
+					_ = json.Unmarshal(m.Payload, &last)
 				}
 			}
-			c.mu.Unlock()
 			if last.OK || !strings.Contains(last.Error, tc.want) {
 				t.Fatalf("ack %+v; want ok:false with an error containing %q", last, tc.want)
 			}
-			if got := c.count(contract.TopicAcks, ackOf); got != n+1 {
+			if got := c.Count(contract.TopicAcks, ackOf); got != n+1 {
 				t.Fatalf("%d acks for msg_id %q; want exactly %d", got, tc.msgID, n+1)
 			}
 			if s := state(t, g); s != before {
@@ -93,13 +91,13 @@ func TestBadDownstreamMessagesAreRejectedWholeWithANamedError(t *testing.T) {
 func TestStaleAndRedeliveredUpdatesAreAckedAndIgnored(t *testing.T) {
 	g := startGateway(t, testConfig(t))
 	c := connect(t, g.MQTTAddr(), "locky/#")
-	c.mustAck("reservations", reservation("m-1", "R1", 5, 2, "121212", "343434", "565656"))
+	c.MustAck("reservations", reservation("m-1", "R1", 5, 2, "121212", "343434", "565656"))
 	before, err := g.Store().Reservation("R1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.mustAck("reservations", reservation("m-1", "R1", 5, 2, "121212", "343434", "565656")) // redelivery
-	c.mustAck("reservations", reservation("m-2", "R1", 4, 3, "999999", "888888", "777777")) // stale
+	c.MustAck("reservations", reservation("m-1", "R1", 5, 2, "121212", "343434", "565656")) // redelivery
+	c.MustAck("reservations", reservation("m-2", "R1", 4, 3, "999999", "888888", "777777")) // stale
 	after, err := g.Store().Reservation("R1")
 	if err != nil {
 		t.Fatal(err)
@@ -107,8 +105,8 @@ func TestStaleAndRedeliveredUpdatesAreAckedAndIgnored(t *testing.T) {
 	if !reflect.DeepEqual(before, after) {
 		t.Fatalf("stale update changed the reservation:\n%+v\n%+v", before, after)
 	}
-	c.code("999999", "stale-code")
-	c.display("stale-code", contract.ResultInvalidCode)
+	c.Code("999999", "stale-code")
+	c.Display("stale-code", contract.ResultInvalidCode)
 }
 
 func TestBadScreenRequestsGetBadRequest(t *testing.T) {
@@ -124,9 +122,9 @@ func TestBadScreenRequestsGetBadRequest(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := c.with(t)
-			c.publish(contract.TopicScreenCode, tc.payload)
-			c.await(contract.TopicScreenDisplay, func(p []byte) bool {
+			c := c.With(t)
+			c.Publish(contract.TopicScreenCode, tc.payload)
+			c.Await(contract.TopicScreenDisplay, func(p []byte) bool {
 				var d contract.Display
 				return json.Unmarshal(p, &d) == nil && d.Result == contract.ResultBadRequest &&
 					d.RequestID == tc.requestID && strings.Contains(d.Message, tc.want)

@@ -24,16 +24,16 @@ func TestCloudSeesEveryEventAcrossALinkCut(t *testing.T) {
 	cfg.CloudURL = proxy.URL()
 	g := startGateway(t, cfg)
 	local := connect(t, g.MQTTAddr(), "locky/#")
-	backend.await("lockers/locker-7/status", func(p []byte) bool { return strings.Contains(string(p), `"online"`) })
+	backend.Await("lockers/locker-7/status", func(p []byte) bool { return strings.Contains(string(p), `"online"`) })
 
 	deliver := func(i int) {
 		id, door := fmt.Sprintf("R%d", i), i%12+1
-		local.mustAck("reservations", reservation(fmt.Sprintf("m-%d", i), id, 1, door,
+		local.MustAck("reservations", reservation(fmt.Sprintf("m-%d", i), id, 1, door,
 			fmt.Sprintf("%06d", 100000+i), fmt.Sprintf("%06d", 200000+i), fmt.Sprintf("%06d", 300000+i)))
-		local.code(fmt.Sprintf("%06d", 100000+i), "d"+id)
-		local.display("d"+id, contract.ResultOpened)
-		g.sim(t, door, "close")
-		local.event(contract.EventStored, id, door)
+		local.Code(fmt.Sprintf("%06d", 100000+i), "d"+id)
+		local.Display("d"+id, contract.ResultOpened)
+		g.SimDoor(t, door, "close")
+		local.Event(contract.EventStored, id, door)
 	}
 	for i := 0; i < 3; i++ {
 		deliver(i)
@@ -43,13 +43,13 @@ func TestCloudSeesEveryEventAcrossALinkCut(t *testing.T) {
 		deliver(i) // the locker works on while offline
 	}
 	// The back-end sends a door while the locker is offline.
-	backend.publish("lockers/locker-7/down/doors", `{"msg_id":"cloud-d13","op":"upsert","door":{"id":13,"size":"L"}}`)
+	backend.Publish("lockers/locker-7/down/doors", `{"msg_id":"cloud-d13","op":"upsert","door":{"id":13,"size":"L"}}`)
 	proxy.Restore()
 
-	backend.awaitCount("lockers/locker-7/up/events", func(p []byte) bool {
+	backend.AwaitCount("lockers/locker-7/up/events", func(p []byte) bool {
 		return strings.Contains(string(p), contract.EventStored)
 	}, 10)
-	backend.await("lockers/locker-7/up/acks", func(p []byte) bool { return strings.Contains(string(p), `"cloud-d13","ok":true`) })
+	backend.Await("lockers/locker-7/up/acks", func(p []byte) bool { return strings.Contains(string(p), `"cloud-d13","ok":true`) })
 	if _, ok, err := g.Store().Door(13); err != nil || !ok {
 		t.Fatalf("door 13 sent during the cut: ok=%v err=%v; want it stored", ok, err)
 	}
@@ -57,14 +57,12 @@ func TestCloudSeesEveryEventAcrossALinkCut(t *testing.T) {
 	// Every stored event arrived, with increasing event ids.
 	seen := map[string]bool{}
 	last := ""
-	backend.mu.Lock()
-	defer backend.mu.Unlock()
-	for _, m := range backend.in {
-		if m.topic != "lockers/locker-7/up/events" {
+	for _, m := range backend.Received() {
+		if m.Topic != "lockers/locker-7/up/events" {
 			continue
 		}
 		var e contract.Event
-		if err := json.Unmarshal(m.payload, &e); err != nil {
+		if err := json.Unmarshal(m.Payload, &e); err != nil {
 			t.Fatal(err)
 		}
 		if e.EventID < last {

@@ -34,17 +34,17 @@ func TestMetricsFollowTheCloudLinkAndTheOutbox(t *testing.T) {
 	awaitSeries(t, g, linkUp, "0 after the cut", equals(0))
 	// Offline, the locker works on: an upsert (its ack), then two deliveries
 	// (an ack and a reservation.stored each).
-	local.mustAck("reservations", reservation("m-0", "R0", 1, 1, "100000", "200000", "300000"))
+	local.MustAck("reservations", reservation("m-0", "R0", 1, 1, "100000", "200000", "300000"))
 	first := awaitSeries(t, g, outbox, "at least 1 after an upsert", atLeastValue(1))
 	for i := 1; i <= 2; i++ {
 		id := fmt.Sprintf("R%d", i)
 		deposit := fmt.Sprintf("%06d", 100000+i)
-		local.mustAck("reservations", reservation(fmt.Sprintf("m-%d", i), id, 1, i+1,
+		local.MustAck("reservations", reservation(fmt.Sprintf("m-%d", i), id, 1, i+1,
 			deposit, fmt.Sprintf("%06d", 200000+i), fmt.Sprintf("%06d", 300000+i)))
-		local.code(deposit, "d"+id)
-		local.display("d"+id, contract.ResultOpened)
-		g.sim(t, i+1, "close")
-		local.event(contract.EventStored, id, i+1)
+		local.Code(deposit, "d"+id)
+		local.Display("d"+id, contract.ResultOpened)
+		g.SimDoor(t, i+1, "close")
+		local.Event(contract.EventStored, id, i+1)
 	}
 	awaitSeries(t, g, outbox, fmt.Sprintf("at least %v (it grows offline)", first+4), atLeastValue(first+4))
 	if v := seriesValue(t, g, linkUp); v != 0 {
@@ -67,8 +67,8 @@ func TestWrongCodeCountsOneInvalidAttempt(t *testing.T) {
 	if _, ok := before[invalid]; !ok {
 		t.Fatalf("/metrics has no %s before the first code; want it at 0", invalid)
 	}
-	c.code("999999", "wrong")
-	c.display("wrong", contract.ResultInvalidCode)
+	c.Code("999999", "wrong")
+	c.Display("wrong", contract.ResultInvalidCode)
 	// The attempt is counted before the display is published.
 	after := readMetrics(t, g)
 	if d := after[invalid] - before[invalid]; d != 1 {
@@ -152,7 +152,7 @@ func TestStoreCommitsAreTimed(t *testing.T) {
 	g := startGateway(t, testConfig(t))
 	c := connect(t, g.MQTTAddr(), contract.TopicAcks)
 	before := readMetrics(t, g)["locky_store_commit_seconds_count"]
-	c.mustAck("reservations", reservation("m-1", "R1", 1, 1, "111111", "222222", "333333"))
+	c.MustAck("reservations", reservation("m-1", "R1", 1, 1, "111111", "222222", "333333"))
 	if after := readMetrics(t, g)["locky_store_commit_seconds_count"]; after < before+1 {
 		t.Fatalf("locky_store_commit_seconds_count went from %v to %v after a committed upsert; want at least one more", before, after)
 	}

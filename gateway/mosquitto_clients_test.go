@@ -94,7 +94,7 @@ func TestTheTourWithMosquittoClients(t *testing.T) {
 	pub("locky/screen/code", `{"code":"123456","request_id":"r1"}`)
 	seen.await(t, "locky/doors/7/command", `"open"`)
 	seen.await(t, "locky/screen/display", `"result":"opened"`)
-	g.sim(t, 7, "close")
+	g.SimDoor(t, 7, "close")
 	var ev contract.Event
 	if err := json.Unmarshal([]byte(seen.await(t, "locky/up/events", `"reservation.stored"`)), &ev); err != nil {
 		t.Fatal(err)
@@ -104,6 +104,6 @@ func TestTheTourWithMosquittoClients(t *testing.T) {
 	}
 	pub("locky/screen/code", `{"code":"654321","request_id":"r2"}`)
 	seen.await(t, "locky/screen/display", `"request_id":"r2","result":"opened"`)
-	g.sim(t, 7, "close")
+	g.SimDoor(t, 7, "close")
 	seen.await(t, "locky/up/events", `"reservation.delivered"`)
 }
