@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -261,6 +262,33 @@ func TestRestartCompletesADoorCycleThatWasOpen(t *testing.T) {
 		case <-g2.Store().OutboxNotify(): // a commit with an upstream message
 		case <-deadline:
 			t.Fatalf("status %q after restart; want stored", statusOf(t, g2, "R1"))
+		}
+	}
+}
+
+// TestResponseTopicCannotReachTheContractsTopics checks that a client cannot
+// use the MQTT 5 response topic to make the gateway publish on a topic of the
+// contract (which its ACL would not let it publish on itself).
+func TestResponseTopicCannotReachTheContractsTopics(t *testing.T) {
+	g := startGateway(t, testConfig(t))
+	c := connect(t, g.MQTTAddr(), "locky/#", "kiosk/after")
+	for i, topic := range []string{"locky/down/reservations", "locky/doors/3/command", "locky/#"} {
+		req := fmt.Sprintf("rt%d", i)
+		c.PublishWith(&paho.Publish{Topic: contract.TopicScreenCode, QoS: 1,
+			Payload:    []byte(`{"code":"000000","request_id":"` + req + `"}`),
+			Properties: &paho.PublishProperties{ResponseTopic: topic, CorrelationData: []byte("x")}})
+		c.Display(req, contract.ResultInvalidCode) // answered on the display topic as usual
+	}
+	// A last request with an allowed response topic: its answer comes after
+	// any answer to the ones before (one goroutine publishes them in order).
+	c.PublishWith(&paho.Publish{Topic: contract.TopicScreenCode, QoS: 1,
+		Payload:    []byte(`{"code":"000000","request_id":"last"}`),
+		Properties: &paho.PublishProperties{ResponseTopic: "kiosk/after"}})
+	c.Await("kiosk/after", func(p []byte) bool { return strings.Contains(string(p), `"last"`) })
+	for _, m := range c.Received() {
+		if m.Topic != contract.TopicScreenDisplay && m.Topic != contract.TopicScreenCode &&
+			strings.Contains(string(m.Payload), `"request_id":"rt`) {
+			t.Errorf("the gateway published a response on %s: %s", m.Topic, m.Payload)
 		}
 	}
 }

@@ -166,3 +166,20 @@ type Message struct {
 	ResponseTopic string
 	Correlation   []byte
 }
+
+// CheckResponseTopic reports whether topic may receive an MQTT 5 response.
+// The gateway publishes responses as itself, past the broker's ACLs, so a
+// response topic must not be one of the contract's own (locky/…), a $SYS
+// topic or a filter: otherwise a client allowed only on the screen topics
+// could make the gateway publish on a door's or the back-end's topic.
+func CheckResponseTopic(topic string) error {
+	switch {
+	case topic == "" || len(topic) > 256:
+		return fmt.Errorf("response topic must be 1 to 256 bytes: %w", ErrBadTopic)
+	case strings.ContainsAny(topic, "+#\x00"):
+		return fmt.Errorf("response topic %q has a wildcard: %w", topic, ErrBadTopic)
+	case strings.HasPrefix(topic, "$"), topic == "locky", strings.HasPrefix(topic, "locky/"):
+		return fmt.Errorf("response topic %q is reserved; use one outside locky/, e.g. kiosk/replies/<id>: %w", topic, ErrBadTopic)
+	}
+	return nil
+}

@@ -234,6 +234,12 @@ func (c *Controller) HandleCode(payload []byte, reply *Reply) {
 	if reply == nil {
 		reply = &Reply{}
 	}
+	if reply.ResponseTopic != "" {
+		if err := contract.CheckResponseTopic(reply.ResponseTopic); err != nil {
+			c.log.Warn("ignored the MQTT 5 response topic of a code request", "err", err)
+			reply = &Reply{} // the answer still goes to the display topic
+		}
+	}
 	req, err := contract.DecodeCodeRequest(payload)
 	if err != nil {
 		c.m.attempt(contract.ResultBadRequest)
