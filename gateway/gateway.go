@@ -25,13 +25,13 @@ import (
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/metricspush"
 	"github.com/locky-edge/locky/gateway/store"
-	"github.com/locky-edge/locky/gateway/web"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/controller"
 	"github.com/locky-edge/locky/handlers/door"
 	"github.com/locky-edge/locky/handlers/screen"
 	"github.com/locky-edge/locky/handlers/storehandler"
 	"github.com/locky-edge/locky/lockio/simdoors"
+	"github.com/locky-edge/locky/lockio/web"
 )
 
 // Version and Commit identify the build, stamped with -ldflags

@@ -16,8 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/locky-edge/locky/gateway/store"
-	"github.com/locky-edge/locky/gateway/web"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/web"
 )
 
 // fakeStore is a locker of doors 1..n with the given active reservations.

@@ -15,8 +15,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/locky-edge/locky/gateway"
-	"github.com/locky-edge/locky/gateway/web"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/web"
 )
 
 // waitLimit bounds every wait for the page or the gateway: a broken feature
