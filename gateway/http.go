@@ -30,7 +30,7 @@ func (g *Gateway) routes() http.Handler {
 	if g.sim != nil {
 		mux.Handle("/sim/", g.sim.Handler())
 	}
-	mux.Handle("/", g.web.Handler()) // the locker page, the kiosk and their API (gateway/web)
+	mux.Handle("/", g.web.Handler()) // the locker page, the kiosk and their API (lockio/web)
 	return mux
 }
 
