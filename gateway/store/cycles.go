@@ -87,6 +87,11 @@ func (s *Store) CloseCycle(now time.Time, door int, decide func(Cycle, *Reservat
 		if err := cycles.Delete(doorKey(door)); err != nil {
 			return err
 		}
+		// The door's last cycle decides whether a used code may reopen it
+		// within its grace period (controller.Judge): only its own cycle's.
+		if err := putJSON(tx.Bucket(bucketLastCycles), doorKey(door), c); err != nil {
+			return err
+		}
 		ev := contract.Event{Type: contract.EventDoorClosed, Door: door, CodeKind: c.Kind}
 		if c.Reservation != "" {
 			r, err := getReservation(tx, c.Reservation)
@@ -118,6 +123,24 @@ func (s *Store) CloseCycle(now time.Time, door int, decide func(Cycle, *Reservat
 		return err
 	})
 	return done, msgs, err
+}
+
+// LastCycle returns the last door cycle that closed on door, or nil when the
+// door has not closed a cycle since this record was introduced.
+func (s *Store) LastCycle(door int) (*Cycle, error) {
+	var c *Cycle
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var last Cycle
+		ok, err := getJSON(tx.Bucket(bucketLastCycles), doorKey(door), &last)
+		if err != nil {
+			return fmt.Errorf("corrupt last door cycle of door %d: %w", door, err)
+		}
+		if ok {
+			c = &last
+		}
+		return nil
+	})
+	return c, err
 }
 
 // Cycles returns the door cycles in flight (after a restart: those that were
@@ -201,7 +224,13 @@ var keyLockout = []byte("lockout")
 // cut) does not give a guesser a fresh set of attempts.
 type Lockout struct {
 	Until time.Time `json:"until"`
-	Level int       `json:"level"`
+	// For is how long the lockout ending at Until lasts: a wall clock that
+	// stepped back across a restart cannot make the rest of it longer.
+	For   time.Duration `json:"for,omitempty"`
+	Level int           `json:"level"`
+	// Failures are the invalid codes still inside the lockout window, so
+	// that a restart does not give a guesser a fresh set of attempts.
+	Failures []time.Time `json:"failures,omitempty"`
 }
 
 // SaveLockout records the screen's lockout state.

@@ -62,13 +62,14 @@ var (
 	bucketCodes        = []byte("codes")      // HMAC(code) -> kind byte + reservation id
 	bucketDoorIndex    = []byte("door_index") // door -> id of its active reservation
 	bucketCycles       = []byte("cycles")     // door -> Cycle in flight
+	bucketLastCycles   = []byte("last_cycle") // door -> the last Cycle that closed
 	bucketAudit        = []byte("audit")      // seq -> AuditRecord
 	bucketOutbox       = []byte("outbox")     // seq -> Message
 
 	keyOutboxBytes = []byte("outbox_bytes")
 	keyOutboxCount = []byte("outbox_count")
 	allBuckets     = [][]byte{bucketMeta, bucketDoors, bucketPartners, bucketUsers, bucketReservations,
-		bucketCodes, bucketDoorIndex, bucketCycles, bucketAudit, bucketOutbox}
+		bucketCodes, bucketDoorIndex, bucketCycles, bucketLastCycles, bucketAudit, bucketOutbox}
 )
 
 // Store is the locker's database. It is safe for concurrent use.

@@ -42,6 +42,7 @@ type Store interface {
 	RemoteOpen(now time.Time, msgID string, door int, reason string) (bool, error)
 	SaveLockout(store.Lockout) error
 	Lockout() (store.Lockout, error)
+	LastCycle(door int) (*store.Cycle, error)
 	Ack(now time.Time, msgID string, err error) ([]store.Message, error)
 }
 
@@ -160,16 +161,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	now := time.Now()
 	if l, err := c.cfg.Store.Lockout(); err != nil {
 		return fmt.Errorf("controller: cannot read the lockout state: %w", err)
-	} else if left := l.Until.Sub(now); left > 0 || l.Level > 0 {
-		c.lock.level = l.Level
-		if left > 0 {
-			if left > c.cfg.LockoutMax {
-				left = c.cfg.LockoutMax // a wall clock that jumped back cannot lock for longer
-			}
-			c.lock.until = now.Add(left)
-			c.lock.last = now
-			c.log.Info("the screen is still locked out from before the restart", "retry_after_s", seconds(left))
-		}
+	} else if left := c.lock.restore(l, now); left > 0 {
+		c.log.Info("the screen is still locked out from before the restart", "retry_after_s", seconds(left))
 	}
 	for _, sc := range cycles {
 		cy := &cycle{Cycle: sc, phase: isOpen, started: now}
@@ -272,14 +265,21 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 	}
 	verdict := Refuse
 	if r != nil {
-		verdict = Judge(r, kind, now, c.cfg.Grace)
+		var last *store.Cycle
+		if code := r.Codes[kind]; code != nil && !code.UsedAt.IsZero() {
+			if last, err = c.cfg.Store.LastCycle(r.Door); err != nil {
+				c.log.Error("cannot read the door's last cycle; a used code is refused", "door", r.Door, "err", err)
+			}
+		}
+		verdict = Judge(r, kind, now, c.cfg.Grace, last)
 	}
 	switch verdict {
 	case Refuse:
-		if d := c.lock.fail(now); d > 0 {
-			if err := c.cfg.Store.SaveLockout(store.Lockout{Until: time.Now().Add(d).UTC(), Level: c.lock.level}); err != nil {
-				c.log.Error("cannot persist the lockout; a restart would end it early", "err", err)
-			}
+		d := c.lock.fail(now)
+		if err := c.cfg.Store.SaveLockout(c.lock.state()); err != nil {
+			c.log.Error("cannot persist the lockout state; a restart would give a guesser fresh attempts", "err", err)
+		}
+		if d > 0 {
 			c.event(contract.Event{Type: contract.EventLockout, RetryAfterS: seconds(d)}, nil)
 			c.m.lockouts.Inc()
 			answer(lockedOut(d))
@@ -297,12 +297,6 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 			Message: fmt.Sprintf("Door %d is in use; try again in a moment", r.Door)})
 		return
 	}
-	if c.lock.level > 0 {
-		if err := c.cfg.Store.SaveLockout(store.Lockout{}); err != nil {
-			c.log.Error("cannot persist the end of the lockout series", "err", err)
-		}
-	}
-	c.lock.success()
 	cy := &cycle{Cycle: store.Cycle{Door: r.Door, Reservation: r.ID, Kind: kind, RequestID: req.RequestID},
 		reply: reply, started: received}
 	c.command(cy)

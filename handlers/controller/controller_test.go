@@ -17,35 +17,45 @@ import (
 func TestJudge(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	grace := 10 * time.Minute
-	f := func(status, kind string, usedAgo time.Duration, expiresIn time.Duration, want Verdict) {
+	own := func(kind string) *store.Cycle { return &store.Cycle{Door: 4, Reservation: "R1", Kind: kind} }
+	f := func(status, kind string, usedAgo time.Duration, expiresIn time.Duration, last *store.Cycle, want Verdict) {
 		t.Helper()
-		r := &store.Reservation{Status: status, Codes: map[string]*store.Code{
+		r := &store.Reservation{ID: "R1", Door: 4, Status: status, Codes: map[string]*store.Code{
 			contract.KindDeposit: {}, contract.KindPickup: {}, contract.KindCourier: {}}}
-		if usedAgo > 0 {
+		if usedAgo != 0 {
 			r.Codes[kind].UsedAt = now.Add(-usedAgo)
 		}
 		if expiresIn != 0 {
 			r.ExpiresAt = now.Add(expiresIn)
 		}
-		if got := Judge(r, kind, now, grace); got != want {
-			t.Errorf("Judge(%s, %s, used %s ago, expires in %s) = %d; want %d", status, kind, usedAgo, expiresIn, got, want)
+		if got := Judge(r, kind, now, grace, last); got != want {
+			t.Errorf("Judge(%s, %s, used %s ago, expires in %s, last cycle %+v) = %d; want %d", status, kind, usedAgo, expiresIn, last, got, want)
 		}
 	}
-	f(contract.StatusArriving, contract.KindDeposit, 0, 0, Open)
-	f(contract.StatusArriving, contract.KindPickup, 0, 0, Refuse)
-	f(contract.StatusArriving, contract.KindCourier, 0, 0, Refuse)
-	f(contract.StatusStored, contract.KindDeposit, time.Minute, 0, Open) // grace: undo a mistake
-	f(contract.StatusStored, contract.KindDeposit, 11*time.Minute, 0, Refuse)
-	f(contract.StatusStored, contract.KindPickup, 0, 0, Open)
-	f(contract.StatusStored, contract.KindPickup, 0, time.Hour, Open)
-	f(contract.StatusStored, contract.KindPickup, 0, -time.Second, Expired)
-	f(contract.StatusStored, contract.KindCourier, 0, 0, Open)
-	f(contract.StatusStored, contract.KindCourier, 0, -time.Hour, Open) // returns the parcel
-	f(contract.StatusDelivered, contract.KindPickup, 9*time.Minute, 0, Open)
-	f(contract.StatusDelivered, contract.KindPickup, 10*time.Minute, 0, Refuse)
-	f(contract.StatusDelivered, contract.KindCourier, 0, 0, Refuse)
-	f(contract.StatusCancelled, contract.KindDeposit, 0, 0, Refuse)
-	f(contract.StatusReturned, contract.KindCourier, 20*time.Minute, 0, Refuse)
+	f(contract.StatusArriving, contract.KindDeposit, 0, 0, nil, Open)
+	f(contract.StatusArriving, contract.KindPickup, 0, 0, nil, Refuse)
+	f(contract.StatusArriving, contract.KindCourier, 0, 0, nil, Refuse)
+	f(contract.StatusStored, contract.KindDeposit, time.Minute, 0, own(contract.KindDeposit), Open) // grace: undo a mistake
+	f(contract.StatusStored, contract.KindDeposit, 11*time.Minute, 0, own(contract.KindDeposit), Refuse)
+	f(contract.StatusStored, contract.KindPickup, 0, 0, nil, Open)
+	f(contract.StatusStored, contract.KindPickup, 0, time.Hour, nil, Open)
+	f(contract.StatusStored, contract.KindPickup, 0, -time.Second, nil, Expired)
+	f(contract.StatusStored, contract.KindCourier, 0, 0, nil, Open)
+	f(contract.StatusStored, contract.KindCourier, 0, -time.Hour, nil, Open) // returns the parcel
+	f(contract.StatusDelivered, contract.KindPickup, 9*time.Minute, 0, own(contract.KindPickup), Open)
+	f(contract.StatusDelivered, contract.KindPickup, 10*time.Minute, 0, own(contract.KindPickup), Refuse)
+	f(contract.StatusDelivered, contract.KindCourier, 0, 0, nil, Refuse)
+	f(contract.StatusCancelled, contract.KindDeposit, 0, 0, nil, Refuse)
+	f(contract.StatusReturned, contract.KindCourier, 20*time.Minute, 0, own(contract.KindCourier), Refuse)
+	// A used code reopens only the door's last cycle if it was its own.
+	f(contract.StatusDelivered, contract.KindPickup, time.Minute, 0, nil, Refuse)
+	f(contract.StatusDelivered, contract.KindPickup, time.Minute, 0, &store.Cycle{Door: 4, Reservation: "R2", Kind: contract.KindDeposit}, Refuse)
+	f(contract.StatusDelivered, contract.KindPickup, time.Minute, 0, &store.Cycle{Door: 4, Kind: store.KindSupport}, Refuse)
+	f(contract.StatusDelivered, contract.KindDeposit, 2*time.Minute, 0, own(contract.KindPickup), Refuse) // the courier after the customer
+	f(contract.StatusDelivered, contract.KindPickup, time.Minute, 0, &store.Cycle{Door: 5, Reservation: "R1", Kind: contract.KindPickup}, Refuse)
+	// No clock step revives a code: used "in the future" is not within grace.
+	f(contract.StatusDelivered, contract.KindPickup, -time.Second, 0, own(contract.KindPickup), Refuse)
+	f(contract.StatusDelivered, contract.KindPickup, -365*24*time.Hour, 0, own(contract.KindPickup), Refuse)
 }
 
 func TestClose(t *testing.T) {
@@ -96,12 +106,14 @@ func TestLockoutDoublesUpToTheMaximum(t *testing.T) {
 			t.Fatalf("lockouts %v; want %v", got, want)
 		}
 	}
-	l.success()
+	// An hour without a wrong code after the last lockout ended starts the
+	// doubling again.
+	now = now.Add(time.Hour)
 	for i := 0; i < 4; i++ {
 		l.fail(now)
 	}
 	if d := l.fail(now); d != time.Minute {
-		t.Fatalf("lockout after a successful code %s; want the first lockout again, 1m", d)
+		t.Fatalf("lockout after an hour of quiet %s; want the first lockout again, 1m", d)
 	}
 	// Failures spread wider than the window never lock.
 	l = lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}

@@ -22,14 +22,18 @@ const (
 // Judge decides whether a code of the given kind opens the reservation's door
 // at now (SPEC §1, §5): deposit while arriving, pickup while stored and not
 // expired, courier while stored, and any code within its grace period after
-// its first use. Pure: unit-tested without a broker.
-func Judge(r *store.Reservation, kind string, now time.Time, grace time.Duration) Verdict {
+// its first use, but only while the door's last cycle (last, nil when
+// unknown) is that code's own: a used code never reopens a door that has
+// since held someone else's parcel or been opened for another reason. Pure:
+// unit-tested without a broker.
+func Judge(r *store.Reservation, kind string, now time.Time, grace time.Duration, last *store.Cycle) Verdict {
 	c := r.Codes[kind]
 	if c == nil {
 		return Refuse
 	}
 	if !c.UsedAt.IsZero() {
-		if inGrace(c.UsedAt, now, grace) && r.Status != contract.StatusCancelled {
+		own := last != nil && last.Door == r.Door && last.Reservation == r.ID && last.Kind == kind
+		if own && inGrace(c.UsedAt, now, grace) && r.Status != contract.StatusCancelled {
 			return Open
 		}
 		return Refuse
@@ -49,11 +53,13 @@ func Judge(r *store.Reservation, kind string, now time.Time, grace time.Duration
 }
 
 // inGrace reports whether now is within grace after used. A wall clock that
-// went backwards (a Pi without a real-time clock before NTP) counts as no time
-// elapsed: the grace period then lasts until the clock catches up, which keeps
-// a courier's undo working rather than locking a parcel in.
+// went back before used (a Pi without a real-time clock before NTP) does not
+// count as "no time elapsed": no clock step may revive a code, so the grace
+// period is over. The courier's undo is lost in that rare case; a door never
+// opens for a code whose time cannot be told.
 func inGrace(used, now time.Time, grace time.Duration) bool {
-	return now.Sub(used) < grace
+	d := now.Sub(used)
+	return d >= 0 && d < grace
 }
 
 func expired(r *store.Reservation, now time.Time) bool {
@@ -78,18 +84,22 @@ func Close(c store.Cycle, r *store.Reservation, now time.Time) store.Transition 
 }
 
 // lockout bounds code guessing (SPEC §5.5): Threshold invalid codes within
-// Window lock the screen for Base, doubling with each lockout up to Max. The
-// doubling starts again after a code opens a door or after Max without any
-// invalid code once the last lockout ended.
+// Window lock the screen for Base, doubling with each lockout up to Max. A
+// valid code changes nothing here: a guesser who holds one working code (a
+// pickup code within its grace period, a code whose door is held shut) gains
+// no attempts by typing it between guesses. The doubling starts again only
+// after Max without any invalid code once the last lockout ended. The bound
+// this gives is in the README's threat model and TestLockoutBound.
 type lockout struct {
 	threshold int
 	window    time.Duration
 	base, max time.Duration
 
-	failures []time.Time // invalid attempts within the window
-	until    time.Time   // locked while now is before until
-	level    int         // lockouts so far in this series
-	last     time.Time   // time of the last invalid attempt
+	failures []time.Time   // invalid attempts within the window
+	until    time.Time     // locked while now is before until
+	length   time.Duration // how long the lockout ending at until lasts
+	level    int           // lockouts so far in this series
+	last     time.Time     // time of the last invalid attempt
 }
 
 // locked returns the time left of a running lockout, or 0.
@@ -129,11 +139,41 @@ func (l *lockout) fail(now time.Time) time.Duration {
 	}
 	l.failures = l.failures[:0]
 	l.until = now.Add(d)
+	l.length = d
 	return d
 }
 
-// success resets the doubling after a code opened a door.
-func (l *lockout) success() {
-	l.failures = l.failures[:0]
-	l.level = 0
+// state is what is persisted so that a restart resumes the lockout.
+func (l *lockout) state() store.Lockout {
+	out := store.Lockout{Level: l.level, Failures: append([]time.Time(nil), l.failures...)}
+	if !l.until.IsZero() {
+		out.Until, out.For = l.until.UTC(), l.length
+	}
+	for i, t := range out.Failures {
+		out.Failures[i] = t.UTC()
+	}
+	return out
+}
+
+// restore resumes a persisted lockout at now. A wall clock that stepped back
+// across the restart shortens nothing and lengthens nothing: the time left is
+// at most the lockout's own length (or Max for a record without it).
+func (l *lockout) restore(s store.Lockout, now time.Time) time.Duration {
+	l.level = s.Level
+	for _, t := range s.Failures {
+		if d := now.Sub(t); d < l.window && d > -l.window {
+			l.failures = append(l.failures, now.Add(-max(d, 0)))
+		}
+	}
+	left := s.Until.Sub(now)
+	if left <= 0 {
+		return 0
+	}
+	limit := s.For
+	if limit <= 0 || limit > l.max {
+		limit = l.max
+	}
+	left = min(left, limit)
+	l.until, l.length, l.last = now.Add(left), left, now
+	return left
 }

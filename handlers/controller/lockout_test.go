@@ -1,0 +1,164 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// TestLockoutBound holds the lockout to the bound the README's threat model
+// states: at most 30 wrong codes are judged in the first hour, at most 30 in
+// any 123 minutes after (an attacker who waits an hour of quiet for the
+// doubling to start again), and 5 an hour for one who never stops.
+func TestLockoutBound(t *testing.T) {
+	f := func(name string, patient bool, hours int, want int) {
+		t.Helper()
+		l := lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}
+		start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+		now, judged, firstHour := start, 0, 0
+		for now.Sub(start) < time.Duration(hours)*time.Hour {
+			if l.locked(now) == 0 {
+				if patient && l.level == 6 {
+					now = now.Add(l.max) // an hour of quiet resets the doubling
+					l.level = 6 + 1      // wait once per series
+					continue
+				}
+				l.fail(now)
+				judged++
+				if now.Sub(start) < time.Hour {
+					firstHour++
+				}
+			}
+			now = now.Add(time.Second)
+		}
+		if firstHour > 30 {
+			t.Errorf("%s: %d wrong codes judged in the first hour; want at most 30", name, firstHour)
+		}
+		if judged > want {
+			t.Errorf("%s: %d wrong codes judged in %d h; want at most %d", name, judged, hours, want)
+		}
+	}
+	f("one who never stops", false, 24, 30+23*5)
+	f("one who waits for the reset", true, 24, 30*(24*60/123+1))
+}
+
+// TestAValidCodeDoesNotResetTheLockout interleaves a code that still works
+// between guesses for an hour, both ways the attack was found: a pickup code
+// within its grace period (the door opens and closes at once) and a code
+// whose door is held shut (door_fault, the code is not consumed). Neither
+// buys a guess: the hour still judges at most 30 wrong codes.
+func TestAValidCodeDoesNotResetTheLockout(t *testing.T) {
+	f := func(name string, valid func(r *rig)) {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t)
+				start := time.Now()
+				invalid, tries := 0, 0
+				for ; time.Since(start) < time.Hour; tries++ {
+					valid(r)
+					switch d := r.code(fmt.Sprintf("%06d", 500000+tries)); d.Result {
+					case contract.ResultInvalidCode:
+						invalid++
+					case contract.ResultLockedOut:
+					default:
+						t.Fatalf("guess %d: %+v; want invalid_code or locked_out", tries, d)
+					}
+					time.Sleep(10 * time.Second) // a guess every 10 s: 360 tries in the hour
+				}
+				lockouts := 0
+				for _, e := range r.events() {
+					if e.Type == contract.EventLockout {
+						lockouts++
+					}
+				}
+				if judged := invalid + lockouts; judged > 30 || lockouts == 0 {
+					t.Fatalf("%d wrong codes judged in an hour of %d tries, %d lockouts; want at most 30", judged, tries, lockouts)
+				}
+			})
+		})
+	}
+	f("a pickup code within its grace period", func(r *rig) {
+		if st, _ := r.st.Reservation("R1"); st.Status == contract.StatusArriving {
+			r.code("1111")
+			r.door(2, "open")
+			r.door(2, "closed")
+			r.code("2222")
+			r.door(2, "open")
+			r.door(2, "closed") // delivered: 2222 is now within its grace period
+		}
+		if d := r.code("2222"); d.Result == "" { // commanded: the door opens
+			r.door(2, "open")
+			r.door(2, "closed")
+		}
+	})
+	f("a code whose door is held shut", func(r *rig) {
+		r.code("1111")
+		time.Sleep(6 * time.Second) // past the door timeout: door_fault, the code stays valid
+	})
+}
+
+// restart replaces the rig's controller with a new one on the same database,
+// as a power cut would.
+func (r *rig) restart() {
+	r.t.Helper()
+	r.c.Close()
+	c, err := New(Config{Store: r.st, Broker: r.b})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go c.Run(ctx)
+	r.t.Cleanup(func() { cancel(); c.Close() })
+	r.c = c
+	synctest.Wait()
+}
+
+func TestARestartGivesNoFreshAttempts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		for i := 0; i < 4; i++ {
+			r.code("9999")
+		}
+		r.restart()
+		if d := r.code("9999"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 60 {
+			t.Fatalf("5th wrong code, after a restart: %+v; want locked_out for 60 s", d)
+		}
+	})
+}
+
+func TestAClockStepBackDoesNotLengthenALockout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		// The lockout was written by a clock a year ahead, which NTP has
+		// since stepped back: the restart sees it end a year from now.
+		if err := r.st.SaveLockout(store.Lockout{Until: time.Now().Add(365*24*time.Hour + time.Minute), For: time.Minute, Level: 1}); err != nil {
+			t.Fatal(err)
+		}
+		r.restart()
+		if d := r.code("1111"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 60 {
+			t.Fatalf("after a clock step back: %+v; want locked_out for its own 60 s, not longer", d)
+		}
+		time.Sleep(time.Minute)
+		r.code("1111")
+		if n := r.b.count(contract.DoorCommandTopic(2)); n != 1 {
+			t.Fatalf("%d door commands for a valid code after the lockout's own length; want 1", n)
+		}
+	})
+}
+
+func (r *recorder) count(topic string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m.Topic == topic {
+			n++
+		}
+	}
+	return n
+}
