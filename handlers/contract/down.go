@@ -115,12 +115,20 @@ func checkRaw(payload []byte) error {
 	return nil
 }
 
-// strictUnmarshal decodes one JSON object, refusing unknown fields and trailing data.
-func strictUnmarshal(payload []byte, v any) error { return decodeOne(payload, v, true) }
+// strictUnmarshal decodes one JSON object, refusing unknown fields, duplicate
+// keys, case variants of field names and trailing data; what names the object
+// in errors.
+func strictUnmarshal(payload []byte, v any, keys keySet, what string) error {
+	return decodeOne(payload, v, keys, what, true)
+}
 
 // decodeOne decodes one JSON value and refuses anything after it (a decoder's
-// More reports false before a stray '}' or ']', so it cannot tell).
-func decodeOne(payload []byte, v any, strict bool) error {
+// More reports false before a stray '}' or ']', so it cannot tell). Then it
+// refuses duplicate keys and case variants of the field names in keys
+// (checkKeys), which encoding/json resolved its own way: the payload is
+// rejected whole, so what the decoder made of them is never used. Checking
+// second lets junk be refused at the decoder's cost alone.
+func decodeOne(payload []byte, v any, keys keySet, what string, strict bool) error {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	if strict {
 		dec.DisallowUnknownFields()
@@ -131,7 +139,7 @@ func decodeOne(payload []byte, v any, strict bool) error {
 	if len(bytes.TrimSpace(payload[dec.InputOffset():])) > 0 {
 		return bad("malformed JSON: data after the object")
 	}
-	return nil
+	return checkKeys(payload, keys, what)
 }
 
 func jsonErr(err error) string {
@@ -146,15 +154,11 @@ func jsonErr(err error) string {
 }
 
 // MsgIDOf extracts the msg_id of a payload that may otherwise be broken, so that
-// the error ack can name it. It returns "" when there is none.
+// the error ack can name it. It returns "" when there is none: the payload is
+// not a JSON object, or has no "msg_id" string spelled exactly, or has two
+// (which of them the back-end meant is not for the locker to guess).
 func MsgIDOf(payload []byte) string {
-	var v struct {
-		MsgID any `json:"msg_id"`
-	}
-	if json.Unmarshal(payload, &v) != nil {
-		return ""
-	}
-	if s, ok := v.MsgID.(string); ok && len(s) <= maxIDLen {
+	if s, ok := topString(payload, "msg_id"); ok && len(s) <= maxIDLen {
 		return s
 	}
 	return ""
@@ -193,7 +197,7 @@ func DecodeDown(entity string, payload []byte) (DownMessage, error) {
 	if err := checkRaw(payload); err != nil {
 		return m, err
 	}
-	if err := strictUnmarshal(payload, &m); err != nil {
+	if err := strictUnmarshal(payload, &m, keysDown, "the message"); err != nil {
 		return m, err
 	}
 	if err := checkMsgID(m.MsgID); err != nil {
@@ -328,7 +332,7 @@ func DecodeCommand(payload []byte) (Command, error) {
 	if err := checkRaw(payload); err != nil {
 		return c, err
 	}
-	if err := strictUnmarshal(payload, &c); err != nil {
+	if err := strictUnmarshal(payload, &c, keysCommand, "the command"); err != nil {
 		return c, err
 	}
 	if err := checkMsgID(c.MsgID); err != nil {
@@ -355,7 +359,7 @@ func DecodeSync(payload []byte) (SyncRequest, error) {
 	if err := checkRaw(payload); err != nil {
 		return s, err
 	}
-	if err := strictUnmarshal(payload, &s); err != nil {
+	if err := strictUnmarshal(payload, &s, keysSync, "the sync request"); err != nil {
 		return s, err
 	}
 	return s, checkMsgID(s.MsgID)
@@ -367,7 +371,7 @@ func DecodeCodeRequest(payload []byte) (CodeRequest, error) {
 	if err := checkRaw(payload); err != nil {
 		return c, err
 	}
-	if err := strictUnmarshal(payload, &c); err != nil {
+	if err := strictUnmarshal(payload, &c, keysCodeRequest, "the code request"); err != nil {
 		return c, err
 	}
 	if len(c.RequestID) > maxIDLen {
@@ -379,15 +383,10 @@ func DecodeCodeRequest(payload []byte) (CodeRequest, error) {
 	return c, CheckCode(c.Code)
 }
 
-// RequestIDOf extracts the request_id of a payload that may otherwise be broken.
+// RequestIDOf extracts the request_id of a payload that may otherwise be
+// broken, as MsgIDOf does the msg_id.
 func RequestIDOf(payload []byte) string {
-	var v struct {
-		RequestID any `json:"request_id"`
-	}
-	if json.Unmarshal(payload, &v) != nil {
-		return ""
-	}
-	if s, ok := v.RequestID.(string); ok && len(s) <= maxIDLen {
+	if s, ok := topString(payload, "request_id"); ok && len(s) <= maxIDLen {
 		return s
 	}
 	return ""
@@ -399,7 +398,7 @@ func DecodeDoorState(payload []byte) (DoorState, error) {
 	if err := checkRaw(payload); err != nil {
 		return s, err
 	}
-	if err := decodeOne(payload, &s, false); err != nil {
+	if err := decodeOne(payload, &s, keysDoorState, "the door state", false); err != nil {
 		return s, err
 	}
 	switch s.State {
@@ -415,7 +414,7 @@ func DecodeDoorCommand(payload []byte) (DoorCommand, error) {
 	if err := checkRaw(payload); err != nil {
 		return c, err
 	}
-	if err := strictUnmarshal(payload, &c); err != nil {
+	if err := strictUnmarshal(payload, &c, keysDoorCommand, "the door command"); err != nil {
 		return c, err
 	}
 	if c.Action != "open" {

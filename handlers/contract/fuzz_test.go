@@ -1,10 +1,12 @@
 package contract_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/locky-edge/locky/handlers/contract"
@@ -33,6 +35,60 @@ func reencode(t *testing.T, v any) ([]byte, bool) {
 	return b, len(b) <= contract.MaxPayload
 }
 
+// keysIn returns every object key of payload's first JSON value, at any
+// depth, and how many of them are distinct within their object: a payload
+// without duplicate keys has as many of one as of the other.
+func keysIn(t *testing.T, payload []byte) (keys []string, distinct int) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	var walk func()
+	walk = func() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("accepted %q, which does not tokenize: %v", payload, err)
+		}
+		switch tok {
+		case json.Delim('{'):
+			set := map[string]bool{}
+			for dec.More() {
+				k, _ := dec.Token()
+				keys = append(keys, k.(string))
+				set[k.(string)] = true
+				walk()
+			}
+			distinct += len(set)
+			dec.Token() // '}'
+		case json.Delim('['):
+			for dec.More() {
+				walk()
+			}
+			dec.Token() // ']'
+		}
+	}
+	walk()
+	return keys, distinct
+}
+
+// checkKeysOf fails unless an accepted payload has no duplicate key and, when
+// exact is not nil, only keys for which exact reports true.
+func checkKeysOf(t *testing.T, payload []byte, exact func(string) bool) {
+	t.Helper()
+	keys, distinct := keysIn(t, payload)
+	if len(keys) != distinct {
+		t.Fatalf("accepted %q with a duplicate key among %q", payload, keys)
+	}
+	for _, k := range keys {
+		if exact != nil && !exact(k) {
+			t.Fatalf("accepted %q with the key %q, not spelled as the contract spells it", payload, k)
+		}
+	}
+}
+
+// snakeCase reports whether k is spelled as every key of the contract is.
+func snakeCase(k string) bool {
+	return k != "" && strings.Trim(k, "abcdefghijklmnopqrstuvwxyz_") == ""
+}
+
 func FuzzDecodeDown(f *testing.F) {
 	for _, c := range []struct{ entity, payload string }{
 		{"reservations", down("upsert", "reservation", validReservation)},
@@ -49,6 +105,11 @@ func FuzzDecodeDown(f *testing.F) {
 		{"reservations", ""},
 		{"reservations", "[]"},
 		{"reservations", "{\"msg_id\":\"\xff\"}"},
+		{"reservations", down("upsert", "reservation", strings.TrimSuffix(validReservation, "}")+`,"pickup_code":"999999"}`)},
+		{"reservations", down("upsert", "reservation", strings.TrimSuffix(validReservation, "}")+`,"Pickup_Code":"999999"}`)},
+		{"reservations", down("upsert", "reservation", strings.TrimSuffix(validReservation, "}")+`,"pic\u212aup_code":"999999"}`)},
+		{"reservations", `{"msg_id":"m-1","msg_id":"m-2","op":"delete","reservation":{"id":"R12"}}`},
+		{"doors", down("upsert", "door", `{"id":7,"x":[{"a":1,"a":2}]}`)},
 	} {
 		f.Add(c.entity, []byte(c.payload))
 	}
@@ -61,6 +122,7 @@ func FuzzDecodeDown(f *testing.F) {
 		if m.MsgID == "" || (m.Op != contract.OpUpsert && m.Op != contract.OpDelete) {
 			t.Fatalf("accepted %q with msg_id %q and op %q", payload, m.MsgID, m.Op)
 		}
+		checkKeysOf(t, payload, snakeCase)
 		if got := contract.MsgIDOf(payload); got != m.MsgID {
 			t.Fatalf("MsgIDOf(%q): got %q; want %q", payload, got, m.MsgID)
 		}
@@ -89,6 +151,9 @@ func FuzzDecodeCodeRequest(f *testing.F) {
 		`{"CODE":"482913","Request_Id":"r1"}`,
 		`{"code":"482913","request_id":"r1","request_id":"r2"}`,
 		`{"code":"\u0034\u0038\u0032\u0039"}`,
+		`{"code":"482913","code":"000000"}`,
+		`{"code":"482913","Code":"000000"}`,
+		`{"co\u0064e":"482913","code":"000000"}`,
 		``,
 		`null`,
 	} {
@@ -103,6 +168,7 @@ func FuzzDecodeCodeRequest(f *testing.F) {
 		if err := contract.CheckCode(c.Code); err != nil {
 			t.Fatalf("accepted %q with code %q: %v", payload, c.Code, err)
 		}
+		checkKeysOf(t, payload, snakeCase)
 		if got := contract.RequestIDOf(payload); got != c.RequestID {
 			t.Fatalf("RequestIDOf(%q): got %q; want %q", payload, got, c.RequestID)
 		}
@@ -126,6 +192,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		`{"msg_id":"m-9","command":"reboot","door":7,"reason":"x"}`,
 		`{"msg_id":"m-9","command":"open_door","door":7.0,"reason":"x"}`,
 		`{"msg_id":"m-9","command":"open_door","door":7,"reason":"x"} {}`,
+		`{"msg_id":"m-9","command":"open_door","door":7,"door":8,"reason":"x"}`,
+		`{"msg_id":"m-9","command":"open_door","DOOR":7,"reason":"x"}`,
 		``,
 	} {
 		f.Add([]byte(p))
@@ -139,6 +207,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		if c.MsgID == "" || c.Command != contract.CommandOpenDoor || c.Door < 1 || c.Door > contract.MaxDoor || c.Reason == "" {
 			t.Fatalf("accepted %q as %+v", payload, c)
 		}
+		checkKeysOf(t, payload, snakeCase)
 		if got := contract.MsgIDOf(payload); got != c.MsgID {
 			t.Fatalf("MsgIDOf(%q): got %q; want %q", payload, got, c.MsgID)
 		}
@@ -149,6 +218,50 @@ func FuzzDecodeCommand(f *testing.F) {
 		c2, err := contract.DecodeCommand(b)
 		if err != nil || c2 != c {
 			t.Fatalf("decoded %q as %+v; re-encoded %q: got %+v, %v", payload, c, b, c2, err)
+		}
+	})
+}
+
+func FuzzDecodeDoorState(f *testing.F) {
+	for _, p := range []string{
+		`{"state":"open"}`,
+		`{"state":"closed","reason":"","at":"2026-03-01T12:00:00Z"}`,
+		`{"state":"fault","reason":"jammed","board":{"fw":"1.2","sensors":[{"id":1},{"id":2}]}}`,
+		`{"state":"open","state":"closed"}`,
+		`{"state":"open","State":"closed"}`,
+		`{"state":"open","\u017ftate":"closed"}`,
+		`{"state":"open","board":{"fw":"1","fw":"2"}}`,
+		`{"state":"ajar"}`,
+		`[]`,
+	} {
+		f.Add([]byte(p))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		s, err := contract.DecodeDoorState(payload)
+		if err != nil {
+			checkRejected(t, err)
+			return
+		}
+		if s.State != contract.DoorOpen && s.State != contract.DoorClosed && s.State != contract.DoorFault {
+			t.Fatalf("accepted %q with state %q", payload, s.State)
+		}
+		// Unknown keys are ignored, but none that encoding/json would take
+		// for a field.
+		checkKeysOf(t, payload, func(k string) bool {
+			for _, name := range []string{"state", "reason", "at"} {
+				if strings.EqualFold(k, name) && k != name {
+					return false
+				}
+			}
+			return true
+		})
+		b, ok := reencode(t, s)
+		if !ok {
+			return
+		}
+		s2, err := contract.DecodeDoorState(b)
+		if err != nil || !reflect.DeepEqual(s, s2) {
+			t.Fatalf("decoded %q as %+v; re-encoded %q: got %+v, %v", payload, s, b, s2, err)
 		}
 	})
 }
