@@ -8,12 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/locky-edge/locky/handlers/contract"
@@ -37,14 +38,54 @@ type Config struct {
 	// MaxWritesPending bounds the queue of messages to one slow client; past
 	// it, messages to that client are dropped and counted. Zero means 8192.
 	MaxWritesPending int32
-	Metrics          *metrics.Set // nil means a private set
-	Logger           *slog.Logger // nil means slog.Default()
+
+	// The limits of clients (SPEC §6: abuse is bounded and counted), sized
+	// for a 1 GB Raspberry Pi with about 50 doors, a kiosk and a few door
+	// boards. Each refusal is counted in
+	// locky_broker_connections_refused_total{reason}.
+	//
+	// MaxClients bounds the clients connected at once; the next one gets
+	// CONNACK 0x89 Server busy (0x03 Server unavailable in MQTT 3.1.1).
+	// Zero means 256.
+	MaxClients int
+	// MaxConnecting bounds the connections at once that have not yet
+	// delivered their CONNECT; past it a new connection is closed at once.
+	// Zero means MaxClients.
+	MaxConnecting int
+	// MaxPerAddr bounds the open connections from one IP address; past it a
+	// new connection is closed at once. Zero means 32.
+	MaxPerAddr int
+	// ConnectTimeout is the time a new connection has to deliver its whole
+	// CONNECT packet before it is closed. Zero means 5 s.
+	ConnectTimeout time.Duration
+	// ConnectBurst and ConnectEvery bound the CONNECTs of one IP address:
+	// ConnectBurst at once, then one per ConnectEvery. Past it a client gets
+	// CONNACK 0x9F Connection rate exceeded (0x03 in MQTT 3.1.1) before its
+	// password is checked. Zero means 32 and 100 ms.
+	ConnectBurst int
+	ConnectEvery time.Duration
+	// MaxRetained bounds the retained topics: a retained publish on a new
+	// topic past it is refused (PUBACK 0x97 Quota exceeded in MQTT 5 at QoS
+	// 1 and 2, dropped at QoS 0, disconnected in MQTT 3.1.1 at QoS 1 and 2)
+	// and counted in locky_broker_retained_refused_total. Replacing or
+	// deleting a retained message, and the gateway's own retained messages,
+	// are never refused; mochi's $SYS topics are not counted. Zero means 512
+	// (so clients' retained messages hold at most 512 × MaxPacketSize bytes).
+	MaxRetained int
+	// MaxInflight bounds the QoS 1 and 2 messages to one client awaiting
+	// its acknowledgement; past it, messages to that client are dropped and
+	// counted (locky_broker_inflight_dropped_total). Zero means 8192.
+	MaxInflight uint16
+
+	Metrics *metrics.Set // nil means a private set
+	Logger  *slog.Logger // nil means slog.Default()
 }
 
 // Broker is the embedded broker.
 type Broker struct {
 	srv    *mqtt.Server
-	tcp    *listeners.TCP
+	ln     *connListener
+	logs   *logHandler
 	inline *mqtt.Client
 	log    *slog.Logger
 	subID  atomic.Int64
@@ -68,11 +109,25 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxWritesPending == 0 {
 		cfg.MaxWritesPending = 8192
 	}
+	if err := cfg.fillLimits(); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	met := newBrokerMetrics(cfg.Metrics)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	caps.MaximumClientWritesPending = cfg.MaxWritesPending
+	caps.MaximumClients = int64(cfg.MaxClients)
+	caps.MaximumInflight = cfg.MaxInflight
+	// Else mochi echoes a publish's user properties on its PUBACK (a spec
+	// violation, its docs say): the client's own data sent back to it.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	// Door states are retained and must not vanish after mochi's default 24 h.
 	caps.MaximumMessageExpiryInterval = 0
+	logs := newLogHandler(cfg.Logger.Handler(), met.logSuppressed.Inc)
+	cfg.Logger = slog.New(logs) // every line of the broker and its hooks is redacted and throttled
 	log := cfg.Logger.With("component", "broker")
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient:           true,
@@ -80,13 +135,26 @@ func New(cfg Config) (*Broker, error) {
 		Logger:                 log,
 		SysTopicResendInterval: 10,
 	})
-	var hook mqtt.Hook = new(allowAll)
-	if len(cfg.Users) > 0 || !cfg.AllowAnonymous {
-		h, err := newAuthHook(cfg.Users, cfg.AllowAnonymous)
-		if err != nil {
-			return nil, fmt.Errorf("broker: %w", err)
+	tcpLn, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
+	}
+	listening := false
+	defer func() {
+		if !listening {
+			_ = tcpLn.Close()
 		}
-		hook = h
+	}()
+	ln := newConnListener(tcpLn, cfg, met, func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrPacketTooLarge) })
+	// First, so that a CONNECT is counted as read, and an address that
+	// connects too often is refused, before any password is checked.
+	connLimits := &connectLimits{srv: srv, ln: ln, rate: newConnectRate(cfg.ConnectBurst, cfg.ConnectEvery), maxPacketSize: cfg.MaxPacketSize}
+	if err := srv.AddHook(connLimits, nil); err != nil {
+		return nil, fmt.Errorf("broker: add connection limits: %w", err)
+	}
+	hook, err := newAuthHook(srv, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
@@ -95,18 +163,20 @@ func New(cfg Config) (*Broker, error) {
 	if err := srv.AddHook(guard, nil); err != nil {
 		return nil, fmt.Errorf("broker: add retain guard: %w", err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: cfg.Addr})
-	if err := srv.AddListener(tcp); err != nil {
-		return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
+	// After the retain guard: it checks the count under the guard's lock.
+	if err := srv.AddHook(&retainLimit{srv: srv, max: cfg.MaxRetained, refused: met.retainedRefused}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add retained limit: %w", err)
 	}
+	if err := srv.AddListener(ln); err != nil {
+		return nil, fmt.Errorf("broker: add listener: %w", err)
+	}
+	listening = true
 	inline, ok := srv.Clients.Get(mqtt.InlineClientId)
 	if !ok {
 		return nil, errors.New("broker: inline client missing")
 	}
-	b := &Broker{srv: srv, tcp: tcp, inline: inline, log: log, guard: guard}
-	if cfg.Metrics != nil {
-		b.registerMetrics(cfg.Metrics)
-	}
+	b := &Broker{srv: srv, ln: ln, logs: logs, inline: inline, log: log, guard: guard}
+	b.registerMetrics(cfg.Metrics)
 	return b, nil
 }
 
@@ -114,11 +184,16 @@ func New(cfg Config) (*Broker, error) {
 func (b *Broker) Start() error { return b.srv.Serve() }
 
 // Addr returns the address the broker listens on.
-func (b *Broker) Addr() string { return b.tcp.Address() }
+func (b *Broker) Addr() string { return b.ln.Address() }
 
-// Close disconnects every client and stops the broker. Safe to call twice.
+// Close disconnects every client, closes the connections not yet past their
+// CONNECT, stops the broker and writes the summaries of the log lines it
+// suppressed. Safe to call twice.
 func (b *Broker) Close() error {
-	b.closeOnce.Do(func() { _ = b.srv.Close() })
+	b.closeOnce.Do(func() {
+		_ = b.srv.Close()
+		b.logs.flush()
+	})
 	return nil
 }
 
@@ -180,6 +255,8 @@ func (b *Broker) registerMetrics(s *metrics.Set) {
 	gauge("locky_broker_subscriptions", &info.Subscriptions)
 	gauge("locky_broker_bytes_received_total", &info.BytesReceived)
 	gauge("locky_broker_bytes_sent_total", &info.BytesSent)
+	s.NewGauge("locky_broker_connections_open", func() float64 { open, _ := b.ln.counts(); return float64(open) })
+	s.NewGauge("locky_broker_connections_connecting", func() float64 { _, c := b.ln.counts(); return float64(c) })
 }
 
 // allowAll lets every client connect and use every topic: dev mode only.

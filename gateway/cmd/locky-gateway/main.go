@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -13,10 +14,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/gateway/broker"
 )
 
 func main() {
@@ -24,6 +27,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "passwd" {
+		return passwd(args[1:], os.Stdin, stdout, stderr)
+	}
 	start := time.Now()
 	cfg, opts, err := gateway.ParseArgs(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -65,6 +71,51 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	log.Info("stopped cleanly", "uptime", time.Since(start).Round(time.Millisecond))
+	return 0
+}
+
+const passwdUsage = `usage: locky-gateway passwd NAME ROLE [CLIENT-IDS] < password-file
+
+Prints the --mqtt-users line of a client of the local broker, its password
+(the first line of stdin) hashed with argon2id. ROLE is screen, door:N,
+doors, backend, observer or admin. CLIENT-IDS, comma-separated, each exact or
+a prefix ending in *, are the client ids the user may connect with; the
+default is NAME, NAME-* and NAME/*. Example:
+
+  openssl rand -base64 18 > kiosk.pw
+  locky-gateway passwd kiosk screen < kiosk.pw >> /etc/locky/mqtt-users
+`
+
+// passwd prints a users-file line for a password read from stdin.
+func passwd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprint(stdout, passwdUsage)
+		return 0
+	}
+	if len(args) < 2 || len(args) > 3 {
+		fmt.Fprint(stderr, passwdUsage)
+		return 2
+	}
+	if f, ok := stdin.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprint(stderr, "password for "+args[0]+" (echoed; pipe it from a file to keep it off the screen): ")
+		}
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && (!errors.Is(err, io.EOF) || line == "") {
+		fmt.Fprintf(stderr, "locky-gateway passwd: cannot read the password from stdin: %v\n", err)
+		return 1
+	}
+	var ids []string
+	if len(args) == 3 {
+		ids = strings.Split(args[2], ",")
+	}
+	u, err := broker.NewUser(args[0], args[1], strings.TrimRight(line, "\r\n"), ids)
+	if err != nil {
+		fmt.Fprintln(stderr, "locky-gateway passwd:", err)
+		return 2
+	}
+	fmt.Fprintln(stdout, u.Line())
 	return 0
 }
 

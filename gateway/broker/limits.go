@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// brokerMetrics are the counters of what the broker's limits refused.
+type brokerMetrics struct {
+	refused         map[string]*metrics.Counter // by reason, refusedReasons
+	tooLarge        *metrics.Counter
+	retainedRefused *metrics.Counter
+	logSuppressed   *metrics.Counter
+}
+
+func newBrokerMetrics(s *metrics.Set) *brokerMetrics {
+	m := &brokerMetrics{
+		refused:         map[string]*metrics.Counter{},
+		tooLarge:        s.NewCounter("locky_broker_packets_too_large_total"),
+		retainedRefused: s.NewCounter("locky_broker_retained_refused_total"),
+		logSuppressed:   s.NewCounter("locky_broker_log_lines_suppressed_total"),
+	}
+	for _, r := range refusedReasons {
+		m.refused[r] = s.NewCounter(`locky_broker_connections_refused_total{reason="` + r + `"}`)
+	}
+	return m
+}
+
+// fillLimits fills the defaults of the limits and checks them.
+func (c *Config) fillLimits() error {
+	fill := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	fill(&c.MaxClients, 256)
+	fill(&c.MaxConnecting, c.MaxClients)
+	fill(&c.MaxPerAddr, 32)
+	fill(&c.ConnectBurst, 32)
+	fill(&c.MaxRetained, 512)
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.ConnectEvery == 0 {
+		c.ConnectEvery = 100 * time.Millisecond
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 8192
+	}
+	if c.MaxClients < 0 || c.MaxConnecting < 0 || c.MaxPerAddr < 0 || c.ConnectBurst < 0 || c.MaxRetained < 0 ||
+		c.ConnectTimeout < 0 || c.ConnectEvery < 0 {
+		return errors.New("broker: a connection or retained-message limit is negative; set --mqtt-max-clients, --mqtt-max-per-addr, --mqtt-connect-timeout and --mqtt-max-retained to positive values")
+	}
+	return nil
+}
+
+// connectLimits enforces the limits of a connection mochi has no option
+// for. It is the first hook, so it sees every CONNECT mochi has read and
+// validated before any password is checked:
+//
+//   - OnConnect tells the listener the CONNECT has been read, and refuses
+//     an address that connects too often with CONNACK 0x9F Connection rate
+//     exceeded (0x03 Server unavailable in MQTT 3.1.1, which has no rate
+//     code);
+//   - OnSessionEstablish tells the listener the session began;
+//   - OnPacketEncode announces the maximum packet size in the CONNACK
+//     (mochi v2.7.9 enforces it but does not send it).
+type connectLimits struct {
+	mqtt.HookBase
+	srv           *mqtt.Server
+	ln            *connListener
+	rate          *connectRate
+	maxPacketSize uint32
+}
+
+func (h *connectLimits) ID() string { return "locky-connect-limits" }
+
+func (h *connectLimits) Provides(b byte) bool {
+	return b == mqtt.OnConnect || b == mqtt.OnSessionEstablish || b == mqtt.OnPacketEncode
+}
+
+func (h *connectLimits) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	c, ok := cl.Net.Conn.(*limitedConn)
+	if !ok {
+		return nil
+	}
+	h.ln.connected(c, cl)
+	if h.rate.allow(c.addr, time.Now()) {
+		return nil
+	}
+	c.rateRefused.Store(true)
+	code := packets.ErrConnectionRateExceeded
+	if cl.Properties.ProtocolVersion < 5 {
+		code = packets.ErrServerUnavailable // sent as 3.1.1's 0x03
+	}
+	if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+		return fmt.Errorf("refuse %s (connection rate): %w", cl.ID, err)
+	}
+	return packets.ErrConnectionRateExceeded
+}
+
+func (h *connectLimits) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if c, ok := cl.Net.Conn.(*limitedConn); ok {
+		c.established.Store(true)
+	}
+}
+
+func (h *connectLimits) OnPacketEncode(_ *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.Properties.MaximumPacketSize = h.maxPacketSize // encoded for MQTT 5 only
+	}
+	return pk
+}
+
+// retainLimit refuses a retained message on a new topic past max. It runs
+// after the retain guard, under its lock, so the count it checks cannot
+// change before mochi retains.
+type retainLimit struct {
+	mqtt.HookBase
+	srv     *mqtt.Server
+	max     int
+	refused *metrics.Counter
+}
+
+func (h *retainLimit) ID() string { return "locky-retain-limit" }
+
+func (h *retainLimit) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+func (h *retainLimit) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !pk.FixedHeader.Retain || len(pk.Payload) == 0 || cl.Net.Inline {
+		return pk, nil // a deletion frees room; the gateway's own are never refused
+	}
+	if _, ok := h.srv.Topics.Retained.Get(pk.TopicName); ok || h.retained() < h.max {
+		return pk, nil // a replacement takes no more room
+	}
+	h.refused.Inc()
+	return pk, refuseRetained(cl, pk)
+}
+
+// retained returns the number of retained messages, mochi's own $SYS ones
+// excepted.
+func (h *retainLimit) retained() int {
+	all := h.srv.Topics.Retained
+	if all.Len() < h.max {
+		return all.Len() // the $SYS ones would only lower it
+	}
+	n := 0
+	for topic := range all.GetAll() {
+		if !strings.HasPrefix(topic, "$SYS/") {
+			n++
+		}
+	}
+	return n
+}
+
+// refuseRetained refuses a publish as mochi's ACL refuses one: MQTT 5 QoS 1
+// and 2 get PUBACK 0x97 Quota exceeded (mochi sends it for a hook's error
+// code); QoS 0 is dropped; MQTT 3.1.1 QoS 1 and 2, which that protocol
+// cannot refuse, are disconnected (mochi would publish them otherwise).
+func refuseRetained(cl *mqtt.Client, pk packets.Packet) error {
+	if pk.FixedHeader.Qos == 0 {
+		return packets.ErrRejectPacket
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		return packets.ErrQuotaExceeded
+	}
+	cl.Stop(packets.ErrQuotaExceeded)
+	return packets.ErrRejectPacket
+}
+
+// connectRate is a token bucket per address: burst connection attempts at
+// once, then one per every. The table is bounded: full buckets (of
+// addresses quiet for burst×every) are dropped when it fills, and while it
+// is full of active addresses a new address is refused.
+type connectRate struct {
+	burst float64
+	every time.Duration
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// maxRateAddrs bounds the addresses connectRate remembers.
+const maxRateAddrs = 4096
+
+func newConnectRate(burst int, every time.Duration) *connectRate {
+	return &connectRate{burst: float64(burst), every: every, buckets: map[string]*bucket{}}
+}
+
+// allow takes one attempt of addr at now, and reports whether it is within
+// the rate.
+func (r *connectRate) allow(addr string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.buckets[addr]
+	if b == nil {
+		if len(r.buckets) >= maxRateAddrs {
+			for a, o := range r.buckets {
+				if r.fill(o, now) >= r.burst {
+					delete(r.buckets, a)
+				}
+			}
+			if len(r.buckets) >= maxRateAddrs {
+				return false
+			}
+		}
+		b = &bucket{tokens: r.burst, at: now}
+		r.buckets[addr] = b
+	}
+	b.tokens, b.at = r.fill(b, now), now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// fill returns b's tokens at now.
+func (r *connectRate) fill(b *bucket, now time.Time) float64 {
+	return min(r.burst, b.tokens+float64(now.Sub(b.at))/float64(r.every))
+}
