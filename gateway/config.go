@@ -28,15 +28,42 @@ type Config struct {
 	// clients (touchscreen, door boards, monitoring) allowed on the local
 	// broker and their topics. Empty means none but dev mode's anonymous ones.
 	MQTTUsers string
+	// Limits of the local broker's clients (broker.Config has the details):
+	// clients connected at once (and as many connections still before
+	// their CONNECT), open connections per IP address, the time to deliver
+	// the CONNECT, and retained topics. Each must be positive.
+	MQTTMaxClients     int
+	MQTTMaxPerAddr     int
+	MQTTConnectTimeout time.Duration
+	MQTTMaxRetained    int
 	// Dev mode: the local broker accepts anonymous clients and the code key
-	// is generated into the data dir when --code-key is empty.
+	// is generated into the data dir when neither --code-key nor
+	// --code-key-file is set.
 	Dev bool
 
 	SimDoors     int           // simulated doors; 0 means an external client plays the doors
 	SimDoorSize  string        // size of the doors created for the simulator
 	SimAutoClose time.Duration // simulated doors close after this; 0 means only when told
 
-	CodeKey string // hex HMAC key for codes (at least 16 bytes); empty means the dev key file
+	// CodeKey is the hex HMAC key for codes (at least 16 bytes). On the
+	// command line every local user can read it: prefer CodeKeyFile or the
+	// environment. Empty means CodeKeyFile, or in dev mode the dev key file.
+	CodeKey string
+	// CodeKeyFile is a file holding CodeKey's hex digits, readable by its
+	// owner only (mode 0600 or 0400). Empty means none. CodeKey and
+	// CodeKeyFile are one option: the one from the higher source wins.
+	CodeKeyFile string
+	// CodeKeyPrevious (or the file CodeKeyPreviousFile) is the key before a
+	// rotation: codes hashed under it still open their doors while the
+	// back-end re-sends its hashes under the new key. Empty means none.
+	CodeKeyPrevious, CodeKeyPreviousFile string
+	// CodeKeyPreviousUntil ends the overlap by the wall clock. The zero time
+	// means the previous key is accepted until it is removed from the config.
+	CodeKeyPreviousUntil time.Time
+	// Set by ParseArgs, for New's warnings: the code key options given on
+	// the command line, and the config file holding a code key that group or
+	// other may read. Empty means none.
+	keysOnCommandLine, keysInOpenFile string
 
 	Grace            time.Duration // a used code stays valid this long
 	DoorTimeout      time.Duration // a door must report open within this
@@ -83,6 +110,7 @@ func Defaults() Config {
 		Retention: 30 * 24 * time.Hour, OutboxMaxBytes: 64 << 20, OutboxMaxAge: 30 * 24 * time.Hour,
 		CloudSessionExpiry: 7 * 24 * time.Hour, CloudRetryMax: 2 * time.Minute, MetricsPushInterval: 30 * time.Second,
 		LogFormat: "text", LogLevel: "info",
+		MQTTMaxClients: 256, MQTTMaxPerAddr: 32, MQTTConnectTimeout: 5 * time.Second, MQTTMaxRetained: 512,
 	}
 }
 
@@ -92,12 +120,20 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the database (and of the dev code key)")
 	fs.StringVar(&c.MQTTAddr, "mqtt-addr", c.MQTTAddr, "local MQTT broker listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address: /metrics, /healthz, /readyz, pages")
-	fs.StringVar(&c.MQTTUsers, "mqtt-users", c.MQTTUsers, "file of `name role sha256-of-password` lines for the local broker (roles: screen, door:N, doors, backend, observer, admin)")
+	fs.IntVar(&c.MQTTMaxClients, "mqtt-max-clients", c.MQTTMaxClients, "local broker: clients connected at once (the next gets CONNACK server busy), and connections still before their CONNECT (the next is closed)")
+	fs.IntVar(&c.MQTTMaxPerAddr, "mqtt-max-per-addr", c.MQTTMaxPerAddr, "local broker: open connections from one IP address (loopback clients share one); the next is closed")
+	fs.DurationVar(&c.MQTTConnectTimeout, "mqtt-connect-timeout", c.MQTTConnectTimeout, "local broker: time a new connection has to deliver its whole CONNECT before it is closed")
+	fs.IntVar(&c.MQTTMaxRetained, "mqtt-max-retained", c.MQTTMaxRetained, "local broker: retained topics; a client's retained message on a new topic past it is refused (the gateway's own never are)")
+	fs.StringVar(&c.MQTTUsers, "mqtt-users", c.MQTTUsers, "file of `name role argon2id-hash [client-ids]` lines for the local broker, written by `locky-gateway passwd NAME ROLE` (roles: screen, door:N, doors, backend, observer, admin)")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "dev mode: anonymous local broker, code key generated into the data dir")
 	fs.IntVar(&c.SimDoors, "sim-doors", c.SimDoors, "simulated doors; 0 = none, an external client plays the doors")
 	fs.StringVar(&c.SimDoorSize, "sim-door-size", c.SimDoorSize, "size of the doors created for the simulator")
 	fs.DurationVar(&c.SimAutoClose, "sim-auto-close", c.SimAutoClose, "simulated doors close after this; 0 = only when told")
-	fs.StringVar(&c.CodeKey, "code-key", c.CodeKey, "hex HMAC-SHA256 key for codes (>= 16 bytes); empty = dev key file in the data dir")
+	fs.StringVar(&c.CodeKey, "code-key", c.CodeKey, "hex HMAC-SHA256 key for codes (>= 16 bytes); on the command line every local user can read it: prefer --code-key-file or LOCKY_CODE_KEY; empty = --code-key-file or, in dev mode, a key generated into the data dir")
+	fs.StringVar(&c.CodeKeyFile, "code-key-file", c.CodeKeyFile, "file of the code key's hex digits, mode 0600 (or a systemd credential)")
+	fs.StringVar(&c.CodeKeyPrevious, "code-key-previous", c.CodeKeyPrevious, "during a key rotation, the previous code key (hex): codes hashed under it still open; empty = no rotation")
+	fs.StringVar(&c.CodeKeyPreviousFile, "code-key-previous-file", c.CodeKeyPreviousFile, "file of the previous code key's hex digits, mode 0600")
+	fs.Var(optionalTime{&c.CodeKeyPreviousUntil}, "code-key-previous-until", "RFC 3339 time when the previous code key stops being accepted, e.g. 2026-12-31T23:00:00Z; empty = until it is removed")
 	fs.DurationVar(&c.Grace, "grace", c.Grace, "a used code stays valid this long")
 	fs.DurationVar(&c.DoorTimeout, "door-timeout", c.DoorTimeout, "a commanded door must report open within this")
 	fs.DurationVar(&c.LeftOpenAfter, "left-open-after", c.LeftOpenAfter, "a door open longer raises door.left_open")
@@ -189,6 +225,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		}
 	}
 	var envErr error
+	fromEnv := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if onCommandLine[f.Name] || envErr != nil {
 			return
@@ -198,12 +235,93 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("environment %s: %w", name, err)
 			}
+			fromEnv[f.Name] = true
 		}
 	})
 	if envErr != nil {
 		return cfg, opts, envErr
 	}
+	if err := cfg.keySources(fs, opts.ConfigFile, getenv, onCommandLine, fromEnv, fromFile); err != nil {
+		return cfg, opts, err
+	}
 	return cfg, opts, cfg.Validate()
+}
+
+// keySources settles where the code keys come from. A key and its file are
+// one option in two forms: the one from the higher source (flags, then the
+// environment, then the config file) wins, and both from the same source is
+// an error. It notes for New's warnings the keys given on the command line
+// and those read from a config file that group or other may read.
+func (c *Config) keySources(fs *flag.FlagSet, configFile string, getenv func(string) string, onCommandLine, fromEnv, fromFile map[string]bool) error {
+	source := func(name string) int {
+		switch {
+		case fs.Lookup(name).Value.String() == "":
+			return 0
+		case onCommandLine[name]:
+			return 3
+		case fromEnv[name]:
+			return 2
+		case fromFile[name]:
+			return 1
+		}
+		return 0 // a default
+	}
+	where := []string{"", "in the config file", "in the environment", "on the command line"}
+	for _, pair := range [][2]string{{"code-key", "code-key-file"}, {"code-key-previous", "code-key-previous-file"}} {
+		a, b := source(pair[0]), source(pair[1])
+		switch {
+		case a == 0 || b == 0:
+		case a == b:
+			return fmt.Errorf("--%s and --%s are both set %s: keep one", pair[0], pair[1], where[a])
+		case a > b:
+			_ = fs.Lookup(pair[1]).Value.Set("") // a string flag: cannot fail
+		default:
+			_ = fs.Lookup(pair[0]).Value.Set("")
+		}
+	}
+	var onCmd, inFile []string
+	for _, name := range []string{"code-key", "code-key-previous"} {
+		switch source(name) {
+		case 3:
+			onCmd = append(onCmd, "--"+name)
+		case 1:
+			inFile = append(inFile, name)
+		}
+	}
+	c.keysOnCommandLine = strings.Join(onCmd, ", ")
+	if len(inFile) > 0 {
+		fi, err := os.Stat(configFile)
+		if err != nil {
+			return fmt.Errorf("cannot read config file: %w", err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 && !inCredentialsDir(configFile, getenv("CREDENTIALS_DIRECTORY")) {
+			c.keysInOpenFile = fmt.Sprintf("%s (mode %04o, holding %s)", configFile, perm, strings.Join(inFile, ", "))
+		}
+	}
+	return nil
+}
+
+// optionalTime is a flag value holding an RFC 3339 time; empty is the zero time.
+type optionalTime struct{ t *time.Time }
+
+func (o optionalTime) String() string {
+	if o.t == nil || o.t.IsZero() {
+		return ""
+	}
+	return o.t.Format(time.RFC3339)
+}
+
+func (o optionalTime) Set(s string) error {
+	if s == "" {
+		*o.t = time.Time{}
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return fmt.Errorf("want an RFC 3339 time such as 2026-12-31T23:00:00Z: %w", err)
+	}
+	*o.t = t
+	return nil
 }
 
 type keyValue struct {
@@ -266,15 +384,23 @@ func (c *Config) Validate() error {
 	if c.SimDoors < 0 || c.SimDoors > 9999 {
 		bad("--sim-doors %d: must be 0..9999", c.SimDoors)
 	}
-	if c.CodeKey == "" && !c.Dev {
-		bad("--code-key is required outside dev mode (hex, at least 16 bytes)")
+	if c.CodeKey == "" && c.CodeKeyFile == "" && !c.Dev {
+		bad("--code-key is required outside dev mode: give it in a file with --code-key-file (mode 0600) or in LOCKY_CODE_KEY (hex, at least 16 bytes)")
 	}
-	if c.CodeKey != "" {
-		if k, err := decodeKey(c.CodeKey); err != nil {
-			bad("--code-key: %v", err)
-		} else if len(k) < 16 {
-			bad("--code-key: %d bytes; use at least 16 (32 hex digits)", len(k))
+	for _, k := range []struct{ name, key, file string }{
+		{"--code-key", c.CodeKey, c.CodeKeyFile}, {"--code-key-previous", c.CodeKeyPrevious, c.CodeKeyPreviousFile},
+	} {
+		if k.key != "" && k.file != "" {
+			bad("%s and %s-file are both set: keep one", k.name, k.name)
 		}
+		if k.key != "" {
+			if _, err := parseCodeKey(k.key); err != nil {
+				bad("%s: %v", k.name, err)
+			}
+		}
+	}
+	if !c.CodeKeyPreviousUntil.IsZero() && c.CodeKeyPrevious == "" && c.CodeKeyPreviousFile == "" {
+		bad("--code-key-previous-until is set without a previous key: set --code-key-previous-file too, or remove it once the rotation is over")
 	}
 	for name, d := range map[string]time.Duration{"--grace": c.Grace, "--door-timeout": c.DoorTimeout,
 		"--left-open-after": c.LeftOpenAfter, "--lockout-window": c.LockoutWindow, "--lockout-base": c.LockoutBase,
@@ -289,6 +415,14 @@ func (c *Config) Validate() error {
 	}
 	if c.LockoutThreshold < 1 {
 		bad("--lockout-threshold must be at least 1")
+	}
+	for name, n := range map[string]int{"--mqtt-max-clients": c.MQTTMaxClients, "--mqtt-max-per-addr": c.MQTTMaxPerAddr, "--mqtt-max-retained": c.MQTTMaxRetained} {
+		if n < 1 {
+			bad("%s %d: must be at least 1", name, n)
+		}
+	}
+	if c.MQTTConnectTimeout <= 0 {
+		bad("--mqtt-connect-timeout must be positive, not %s", c.MQTTConnectTimeout)
 	}
 	if c.LockoutMax < c.LockoutBase {
 		bad("--lockout-max %s is shorter than --lockout-base %s", c.LockoutMax, c.LockoutBase)

@@ -5,14 +5,11 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -79,15 +76,16 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	}
 	g = &Gateway{cfg: cfg, log: log, metrics: metrics.NewSet(), started: time.Now(),
 		stopped: make(chan struct{}), readyCh: make(chan struct{})}
+	opened := g // a failed New returns nil: close what it opened
 	defer func() {
 		if err != nil {
-			g.closeAll()
+			opened.closeAll()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create the data dir %q: %w", cfg.DataDir, err)
+	if err := prepareDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
 	}
-	key, err := codeKey(cfg, log)
+	keys, err := loadCodeKeys(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -96,15 +94,17 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 		"age":   g.metrics.NewCounter(`locky_outbox_dropped_total{reason="age"}`),
 	}
 	g.store, err = store.Open(store.Config{
-		Path:           filepath.Join(cfg.DataDir, "locky.db"),
-		CodeKey:        key,
-		OutboxMaxBytes: cfg.OutboxMaxBytes,
-		OutboxMaxAge:   cfg.OutboxMaxAge,
-		Retention:      cfg.Retention,
-		OnDrop:         func(reason string, n int) { outboxDropped[reason].Add(n) },
-		OnCommit:       g.publishLocal,
-		Metrics:        g.metrics,
-		Logger:         log,
+		Path:                 filepath.Join(cfg.DataDir, "locky.db"),
+		CodeKey:              keys.current,
+		PreviousCodeKey:      keys.previous,
+		PreviousCodeKeyUntil: keys.previousUntil,
+		OutboxMaxBytes:       cfg.OutboxMaxBytes,
+		OutboxMaxAge:         cfg.OutboxMaxAge,
+		Retention:            cfg.Retention,
+		OnDrop:               func(reason string, n int) { outboxDropped[reason].Add(n) },
+		OnCommit:             g.publishLocal,
+		Metrics:              g.metrics,
+		Logger:               log,
 	})
 	if err != nil {
 		return nil, err
@@ -121,7 +121,8 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	case len(users) == 0:
 		log.Warn("no --mqtt-users: the local broker refuses every client; only the gateway's own handlers use it", "mqtt_addr", cfg.MQTTAddr)
 	}
-	g.broker, err = broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: users, Metrics: g.metrics, Logger: log})
+	g.broker, err = broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: users, Metrics: g.metrics, Logger: log,
+		MaxClients: cfg.MQTTMaxClients, MaxPerAddr: cfg.MQTTMaxPerAddr, ConnectTimeout: cfg.MQTTConnectTimeout, MaxRetained: cfg.MQTTMaxRetained})
 	if err != nil {
 		return nil, err
 	}
@@ -205,43 +206,6 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	}
 	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 5 * time.Second}
 	return g, nil
-}
-
-// codeKey returns the configured code key, or in dev mode the key in the data
-// dir, generated on first start with mode 0600.
-func codeKey(cfg Config, log *slog.Logger) ([]byte, error) {
-	if cfg.CodeKey != "" {
-		return decodeKey(cfg.CodeKey)
-	}
-	path := filepath.Join(cfg.DataDir, "code.key")
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		k := make([]byte, 32)
-		if _, err := rand.Read(k); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("cannot write the dev code key %q: %w", path, err)
-		}
-		log.Warn("dev mode: generated a code key; production lockers get theirs from --code-key", "path", path)
-		return k, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the dev code key %q: %w", path, err)
-	}
-	k, err := decodeKey(string(raw))
-	if err != nil {
-		return nil, fmt.Errorf("the dev code key %q is damaged (%w); restore it from a backup: without it no stored code matches", path, err)
-	}
-	return k, nil
-}
-
-func decodeKey(s string) ([]byte, error) {
-	k, err := hex.DecodeString(strings.TrimSpace(s))
-	if err != nil {
-		return nil, fmt.Errorf("not hex: %w", err)
-	}
-	return k, nil
 }
 
 // publishLocal publishes committed outbox messages on the local broker, for

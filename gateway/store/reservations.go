@@ -85,27 +85,51 @@ func (s *Store) Reservation(id string) (*Reservation, error) {
 
 // LookupCode finds the reservation with a code: one index lookup by the
 // code's keyed hash, then a constant-time comparison with the stored hash.
-// It returns nil, "" when no reservation has the code.
+// During a key rotation a code not found under the current key is looked up
+// the same way under the previous one, which the back-end's hashes may still
+// be made with; such a match is counted and logged. It returns nil, "" when no
+// reservation has the code.
 func (s *Store) LookupCode(code string) (*Reservation, string, error) {
-	h := s.HashCode(code)
+	hashes := [][]byte{s.HashCode(code)}
+	if prev := s.previousKey(time.Now()); prev != nil {
+		hashes = append(hashes, HashCode(prev, code))
+	}
 	var r *Reservation
 	var kind string
+	underPrevious := false
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCodes).Get(h)
-		if len(v) < 2 {
-			return nil
-		}
-		res, err := getReservation(tx, string(v[1:]))
-		if err != nil || res == nil {
-			return err
-		}
-		k := kindOf(v[0])
-		if c := res.Codes[k]; c != nil && hmac.Equal(c.Hash, h) {
-			r, kind = res, k
+		for i, h := range hashes {
+			res, k, err := lookupHash(tx, h)
+			if err != nil || res != nil {
+				r, kind, underPrevious = res, k, i > 0
+				return err
+			}
 		}
 		return nil
 	})
+	if err == nil && underPrevious {
+		s.previousMatches.Inc()
+		s.log.Info("a code matched under the previous code key: the back-end has not re-sent this reservation's hashes under the current key yet",
+			"reservation", r.ID, "kind", kind)
+	}
 	return r, kind, err
+}
+
+// lookupHash finds the reservation and kind whose code has hash h.
+func lookupHash(tx *bolt.Tx, h []byte) (*Reservation, string, error) {
+	v := tx.Bucket(bucketCodes).Get(h)
+	if len(v) < 2 {
+		return nil, "", nil
+	}
+	res, err := getReservation(tx, string(v[1:]))
+	if err != nil || res == nil {
+		return nil, "", err
+	}
+	k := kindOf(v[0])
+	if c := res.Codes[k]; c != nil && hmac.Equal(c.Hash, h) {
+		return res, k, nil
+	}
+	return nil, "", nil
 }
 
 // codeLive reports whether a reservation's code can still open its door now or
@@ -203,7 +227,10 @@ func (s *Store) upsertReservation(tx *bolt.Tx, now time.Time, in contract.Reserv
 			return err
 		}
 		c := &Code{Hash: h}
-		if cur != nil && cur.Codes[k] != nil && bytes.Equal(cur.Codes[k].Hash, h) {
+		if cur != nil && cur.Codes[k] != nil {
+			// A used code stays used whatever the back-end re-sends for its
+			// kind (a hash under a rotated key, a changed code): a re-send
+			// never revives a code that SPEC §1 disables for good.
 			c.UsedAt = cur.Codes[k].UsedAt
 		}
 		next.Codes[k] = c

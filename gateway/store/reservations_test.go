@@ -479,3 +479,26 @@ func TestPartnerWithAnActiveReservationCannotBeDeleted(t *testing.T) {
 	msgs, err = s.DeletePartner(t0(), "p-del", "zeta")
 	mustReject(t, msgs, err, "p-del", "partner zeta has reservation R1")
 }
+
+// TestAUsedCodeStaysUsedWhateverIsResent: the back-end re-sends a stored
+// parcel's codes (a new deposit code, or hashes under a rotated key): the
+// deposit code was used and stays used, so no re-send revives it.
+func TestAUsedCodeStaysUsedWhateverIsResent(t *testing.T) {
+	s := openTestStore(t)
+	seed(t, s)
+	upsert(t, s, t0(), newRes("R0", 1, dep0, pick0, cour0))
+	runCycle(t, s, t0().Add(time.Minute), 1, "R0", contract.KindDeposit, toStored())
+	up := newRes("R0", 1, dep1, pick0, cour0)
+	up.Version, up.Status = 2, contract.StatusStored
+	upsert(t, s, t0().Add(2*time.Minute), up)
+	r, err := s.Reservation("R0")
+	if err != nil {
+		t.Fatalf("Reservation: %v", err)
+	}
+	if got := r.Codes[contract.KindDeposit].UsedAt; !got.Equal(t0().Add(time.Minute)) {
+		t.Fatalf("deposit used_at after a new deposit code: got %v; want %v (still used)", got, t0().Add(time.Minute))
+	}
+	if got := r.Codes[contract.KindPickup].UsedAt; !got.IsZero() {
+		t.Fatalf("pickup used_at: got %v; want unused", got)
+	}
+}

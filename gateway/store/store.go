@@ -21,7 +21,18 @@ type Config struct {
 	// Path of the database file. Required.
 	Path string
 	// CodeKey is the locker's HMAC key for codes. Required, at least 16 bytes.
+	// Plain codes from the back-end are hashed with it, and a code typed at
+	// the screen is looked up under it first.
 	CodeKey []byte
+	// PreviousCodeKey is the key before a rotation: a code whose stored hash
+	// was made with it still opens its door (looked up after CodeKey), until
+	// the back-end has re-sent that reservation's hashes under CodeKey. Nil
+	// means no rotation is under way; otherwise at least 16 bytes.
+	PreviousCodeKey []byte
+	// PreviousCodeKeyUntil ends the overlap by the wall clock: from then on
+	// PreviousCodeKey is ignored. The zero time means it is accepted for as
+	// long as it is configured.
+	PreviousCodeKeyUntil time.Time
 	// OpenTimeout bounds the wait for the file lock held by another process.
 	// Zero means 2 s.
 	OpenTimeout time.Duration
@@ -79,6 +90,9 @@ type Store struct {
 	log    *slog.Logger
 	notify chan struct{}
 	commit *metrics.Histogram
+	// previousMatches counts codes found under PreviousCodeKey: while it
+	// grows, the back-end has not re-sent every hash under CodeKey.
+	previousMatches *metrics.Counter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -91,6 +105,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if len(cfg.CodeKey) < 16 {
 		return nil, errors.New("store: the code key is shorter than 16 bytes; configure --code-key or let dev mode generate one")
+	}
+	if len(cfg.PreviousCodeKey) > 0 && len(cfg.PreviousCodeKey) < 16 {
+		return nil, errors.New("store: the previous code key is shorter than 16 bytes; configure the key the back-end hashed with before the rotation")
 	}
 	if cfg.OpenTimeout == 0 {
 		cfg.OpenTimeout = 2 * time.Second
@@ -133,7 +150,8 @@ func Open(cfg Config) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
 	}
 	return &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
-		commit: cfg.Metrics.GetOrCreateHistogram("locky_store_commit_seconds")}, nil
+		commit:          cfg.Metrics.GetOrCreateHistogram("locky_store_commit_seconds"),
+		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total")}, nil
 }
 
 // Close closes the database. It is safe to call more than once.
@@ -145,11 +163,25 @@ func (s *Store) Close() error {
 // Path returns the database file path.
 func (s *Store) Path() string { return s.cfg.Path }
 
-// HashCode returns the keyed hash under which a code is stored and looked up.
-func (s *Store) HashCode(code string) []byte {
-	m := hmac.New(sha256.New, s.cfg.CodeKey)
+// HashCode returns the keyed hash under which a code is stored and looked up
+// (the current code key's).
+func (s *Store) HashCode(code string) []byte { return HashCode(s.cfg.CodeKey, code) }
+
+// HashCode returns HMAC-SHA256(key, code), the hash the back-end sends as
+// deposit_hash, pickup_hash or courier_hash (hex-encoded) and the store keeps
+// in place of the code.
+func HashCode(key []byte, code string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(code))
 	return m.Sum(nil)
+}
+
+// previousKey returns the previous code key while it is accepted at now, or nil.
+func (s *Store) previousKey(now time.Time) []byte {
+	if len(s.cfg.PreviousCodeKey) == 0 || (!s.cfg.PreviousCodeKeyUntil.IsZero() && !now.Before(s.cfg.PreviousCodeKeyUntil)) {
+		return nil
+	}
+	return s.cfg.PreviousCodeKey
 }
 
 // Stats returns bbolt's statistics and the size of the database file.
