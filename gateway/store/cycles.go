@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -24,26 +23,6 @@ type Cycle struct {
 	OpenedAt    time.Time `json:"opened_at"`
 }
 
-// AuditRecord is one entry of the audit trail of door openings (SPEC §6).
-type AuditRecord struct {
-	At          time.Time `json:"at"`
-	Door        int       `json:"door"`
-	Reservation string    `json:"reservation,omitempty"`
-	Kind        string    `json:"kind"`
-	Result      string    `json:"result"`
-	Reason      string    `json:"reason,omitempty"`
-	RequestID   string    `json:"request_id,omitempty"`
-}
-
-func putAudit(tx *bolt.Tx, a AuditRecord) error {
-	b := tx.Bucket(bucketAudit)
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	return putJSON(b, u64(seq), a)
-}
-
 // DoorOpened persists the cycle of a door that reported open and audits the
 // opening; ev, when not nil, is appended upstream in the same transaction.
 func (s *Store) DoorOpened(now time.Time, c Cycle, ev *contract.Event) ([]Message, error) {
@@ -51,7 +30,7 @@ func (s *Store) DoorOpened(now time.Time, c Cycle, ev *contract.Event) ([]Messag
 		if err := putJSON(tx.Bucket(bucketCycles), doorKey(c.Door), c); err != nil {
 			return err
 		}
-		if err := putAudit(tx, AuditRecord{At: now.UTC(), Door: c.Door, Reservation: c.Reservation,
+		if err := s.putAudit(tx, AuditRecord{At: now.UTC(), Door: c.Door, Reservation: c.Reservation,
 			Kind: c.Kind, Result: contract.ResultOpened, RequestID: c.RequestID}); err != nil {
 			return err
 		}
@@ -165,7 +144,7 @@ func (s *Store) AppendEvent(now time.Time, ev contract.Event, a *AuditRecord) (c
 	var out contract.Event
 	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
 		if a != nil {
-			if err := putAudit(tx, *a); err != nil {
+			if err := s.putAudit(tx, *a); err != nil {
 				return err
 			}
 		}
@@ -174,26 +153,6 @@ func (s *Store) AppendEvent(now time.Time, ev contract.Event, a *AuditRecord) (c
 		return err
 	})
 	return out, msgs, err
-}
-
-// Audit returns the audit trail, oldest first, at most max records from the end.
-func (s *Store) Audit(max int) ([]AuditRecord, error) {
-	var out []AuditRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketAudit).Cursor()
-		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
-			var a AuditRecord
-			if err := jsonUnmarshal(v, &a); err != nil {
-				return fmt.Errorf("corrupt audit record %d: %w", binary.BigEndian.Uint64(k), err)
-			}
-			out = append(out, a)
-		}
-		return nil
-	})
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out, err
 }
 
 // RemoteOpen commits a support command to open a door: its audit record, its
@@ -205,7 +164,7 @@ func (s *Store) RemoteOpen(now time.Time, msgID string, door int, reason string)
 		if tx.Bucket(bucketDoors).Get(doorKey(door)) == nil {
 			return reject("door %d does not exist: %w", door, ErrUnknownDoor)
 		}
-		if err := putAudit(tx, AuditRecord{At: now.UTC(), Door: door, Kind: KindSupport, Result: "commanded",
+		if err := s.putAudit(tx, AuditRecord{At: now.UTC(), Door: door, Kind: KindSupport, Result: "commanded",
 			Reason: reason, RequestID: msgID}); err != nil {
 			return err
 		}

@@ -253,20 +253,8 @@ func (s *Store) Prune(now time.Time) (int, error) {
 			}
 		}
 		pruned = len(old)
-		audit := tx.Bucket(bucketAudit)
-		var doomed [][]byte
-		c := audit.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var a AuditRecord
-			if err := json.Unmarshal(v, &a); err != nil || !a.At.Before(limit) {
-				break
-			}
-			doomed = append(doomed, append([]byte(nil), k...))
-		}
-		for _, k := range doomed {
-			if err := audit.Delete(k); err != nil {
-				return err
-			}
+		if err := s.pruneAudit(tx, limit); err != nil {
+			return err
 		}
 		dropped, err = s.pruneOutbox(tx, now)
 		return err

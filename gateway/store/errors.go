@@ -32,4 +32,8 @@ var (
 	ErrParcelInside = errors.New("parcel inside")
 	// ErrInUse is returned when deleting a partner that doors are allocated to.
 	ErrInUse = errors.New("in use")
+	// ErrAuditBroken is wrapped by the *AuditBreakError that VerifyAudit returns
+	// when the audit trail is not what the locker wrote: a record edited,
+	// moved, inserted or removed, or the chain's state altered.
+	ErrAuditBroken = errors.New("the audit trail was tampered with: keep this database as evidence and compare its trail with the door events the back-end received")
 )

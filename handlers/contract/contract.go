@@ -27,6 +27,8 @@ const (
 	TopicSnapshot      = "locky/up/snapshot"
 	TopicDownCommands  = "locky/down/commands"
 	TopicDownSync      = "locky/down/sync"
+	TopicDownAudit     = "locky/down/audit"
+	TopicAudit         = "locky/up/audit"
 )
 
 // DoorCommandTopic is the topic on which door n receives its commands.

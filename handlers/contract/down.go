@@ -237,7 +237,7 @@ func DecodeDown(entity string, payload []byte) (DownMessage, error) {
 		}
 		return m, checkID("user", m.User.ID)
 	}
-	return m, bad("entity %q is unknown; use reservations, doors, partners, users, commands or sync", entity)
+	return m, bad("entity %q is unknown; use reservations, doors, partners, users, commands, sync or audit", entity)
 }
 
 func singular(entity string) string { return strings.TrimSuffix(entity, "s") }

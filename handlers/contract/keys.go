@@ -35,6 +35,7 @@ var (
 	keysDown        = keysOf[DownMessage]()
 	keysCommand     = keysOf[Command]()
 	keysSync        = keysOf[SyncRequest]()
+	keysAudit       = keysOf[AuditRequest]()
 	keysCodeRequest = keysOf[CodeRequest]()
 	keysDoorState   = keysOf[DoorState]()
 	keysDoorCommand = keysOf[DoorCommand]()

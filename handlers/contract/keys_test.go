@@ -19,6 +19,7 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 		doors        = down("doors")
 		command      = func(p []byte) error { _, err := contract.DecodeCommand(p); return err }
 		syncReq      = func(p []byte) error { _, err := contract.DecodeSync(p); return err }
+		audit        = func(p []byte) error { _, err := contract.DecodeAudit(p); return err }
 		code         = func(p []byte) error { _, err := contract.DecodeCodeRequest(p); return err }
 		doorState    = func(p []byte) error { _, err := contract.DecodeDoorState(p); return err }
 		doorCommand  = func(p []byte) error { _, err := contract.DecodeDoorCommand(p); return err }
@@ -71,6 +72,8 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 	f(command, `{"msg_id":"m-9","command":"open_door","door":7,"door":8,"reason":"x"}`, `duplicate key "door" in the command`)
 	f(command, `{"msg_id":"m-9","command":"open_door","Door":7,"reason":"x"}`, `key "Door" in the command must be spelled "door"`)
 	f(syncReq, `{"msg_id":"m-2","msg_id":"m-3"}`, `duplicate key "msg_id" in the sync request`)
+	f(audit, `{"msg_id":"m-9","after":0,"limit":5,"limit":500}`, `duplicate key "limit" in the audit request`)
+	f(audit, `{"msg_id":"m-9","After":7}`, `key "After" in the audit request must be spelled "after"`)
 	f(code, `{"code":"482913","code":"000000","request_id":"r1"}`, `duplicate key "code" in the code request`)
 	f(code, `{"code":"482913","request_id":"r1","request_id":"r2"}`, `duplicate key "request_id" in the code request`)
 	f(code, `{"CODE":"482913","request_id":"r1"}`, `key "CODE" in the code request must be spelled "code"`)

@@ -1,7 +1,9 @@
 // Package storehandler applies the back-end's downstream messages
-// (locky/down/reservations|doors|partners|users|sync) to the store: each is
-// validated whole, applied atomically with its ack, version-ordered and
-// idempotent, and answered with exactly one ack on locky/up/acks.
+// (locky/down/reservations|doors|partners|users|sync|audit) to the store:
+// each is validated whole, applied atomically with its ack, version-ordered
+// and idempotent, and answered with exactly one ack on locky/up/acks. A sync
+// is answered with a snapshot on locky/up/snapshot and an audit request with
+// a page of the audit trail on locky/up/audit, each committed with its ack.
 //
 // A message is handled on the publisher's goroutine, so a publisher that waits
 // for Publish to return (the bridge) knows the message is committed.
@@ -32,6 +34,7 @@ type Store interface {
 	UpsertUser(now time.Time, msgID string, u contract.User) ([]store.Message, error)
 	DeleteUser(now time.Time, msgID, id string) ([]store.Message, error)
 	Snapshot(now time.Time, msgID string) ([]store.Message, error)
+	AuditReply(now time.Time, req contract.AuditRequest) ([]store.Message, error)
 	Ack(now time.Time, msgID string, err error) ([]store.Message, error)
 }
 
@@ -103,12 +106,19 @@ func (h *Handler) Handle(m contract.Message) error {
 
 func (h *Handler) apply(now time.Time, entity string, payload []byte) ([]store.Message, error) {
 	st := h.cfg.Store
-	if entity == "sync" {
+	switch entity {
+	case "sync":
 		req, err := contract.DecodeSync(payload)
 		if err != nil {
 			return st.Ack(now, contract.MsgIDOf(payload), err)
 		}
 		return st.Snapshot(now, req.MsgID)
+	case "audit":
+		req, err := contract.DecodeAudit(payload)
+		if err != nil {
+			return st.Ack(now, contract.MsgIDOf(payload), err)
+		}
+		return st.AuditReply(now, req)
 	}
 	m, err := contract.DecodeDown(entity, payload)
 	if err != nil {

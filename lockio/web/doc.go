@@ -20,7 +20,8 @@
 //	GET  /events                 server-sent events: the locker's state, as JSON
 //	GET  /api/state              the same state, once
 //	GET  /assets/…               style sheet and scripts
-//	POST /api/kiosk/code         {"code":"123456"} → the display answer
+//	POST /api/kiosk/code         {"code":"123456"} → the display answer; 400 naming the
+//	                             problem for a body locky/screen/code refuses (duplicate keys too)
 //	POST /api/doors/{door}/close close a simulated door
 //	POST /api/test/reservations  {"door":7} → a test reservation and its codes (dev mode)
 //	POST /api/test/cleanup       remove test reservations without a parcel (dev mode)

@@ -259,6 +259,40 @@ func TestKioskCode(t *testing.T) {
 	}, 504, "no answer")
 }
 
+// The kiosk's body is read as the screen's code request is: what two JSON
+// parsers could read as two different codes is refused, and never entered.
+func TestKioskCodeRefusesAmbiguousBodies(t *testing.T) {
+	var submitted []string
+	_, srv := newSite(t, web.Config{Submit: func(_ context.Context, code string) (contract.Display, error) {
+		submitted = append(submitted, code)
+		return contract.Display{Result: contract.ResultInvalidCode}, nil
+	}})
+	f := func(body string, wantStatus int, wantBody string) {
+		t.Helper()
+		got, resp := post(t, srv.URL+"/api/kiosk/code", body)
+		if got != wantStatus || !strings.Contains(resp, wantBody) {
+			t.Errorf("POST %s: got %d %q; want %d with %q", body, got, resp, wantStatus, wantBody)
+		}
+	}
+	f(`{"code":"111111","code":"222222"}`, 400, `duplicate key "code" in the code request`)
+	f(`{"code":"111111","Code":"222222"}`, 400, `key "Code" in the code request must be spelled "code"`)
+	f(`{"CODE":"111111"}`, 400, `key "CODE" in the code request must be spelled "code"`)
+	f(`{"code":"111111","code":"222222"}`, 400, `duplicate key "code"`)
+	f(`{"code":"111111","door":7}`, 400, `unknown field "door"`)
+	f(`{"code":"111111"} {"code":"222222"}`, 400, "data after the object")
+	f(`{"code":"12"}`, 400, "a code is 4 to 12 digits")
+	f(`{}`, 400, "code is missing")
+	f(``, 400, "payload is empty")
+	f(`{"code":"`+strings.Repeat("1", 5000)+`"}`, 413, "the body is over 4096 bytes")
+	if len(submitted) != 0 {
+		t.Fatalf("entered %q; want no code entered from a refused body", submitted)
+	}
+	f(`{"code":"111111","request_id":"mine"}`, 200, `"result":"invalid_code"`)
+	if len(submitted) != 1 || submitted[0] != "111111" {
+		t.Fatalf("entered %q; want 111111 once", submitted)
+	}
+}
+
 func TestTestReservation(t *testing.T) {
 	b := newFakeBroker()
 	b.refuse = func(m contract.DownMessage) string {

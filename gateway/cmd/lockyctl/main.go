@@ -1,5 +1,6 @@
 // Command lockyctl is the back-end's companion CLI for the locker fleet: it
-// talks to the cloud MQTT broker, never to a locker directly.
+// talks to the cloud MQTT broker, never to a locker directly; only audit
+// --data-dir reads a stopped locker's data dir.
 //
 //	lockyctl [flags] send-reservation --locker ID --json '{"op":"upsert","reservation":{…}}'
 //	lockyctl [flags] send-door        --locker ID --json '{"op":"upsert","door":{…}}'
@@ -7,12 +8,21 @@
 //	lockyctl [flags] send             --locker ID --entity partners --json '{…}'
 //	lockyctl [flags] watch  [--locker ID] [--count N]
 //	lockyctl [flags] online
+//	lockyctl hash-code --code-key-file FILE [CODE…]
+//	lockyctl [flags] audit --locker ID [--after SEQ] [--json]
+//	lockyctl audit --data-dir DIR [--code-key-file FILE] [--json]
 //
 // A send publishes on lockers/{id}/down/{entity} (with a generated msg_id if
 // the JSON has none), waits for the matching ack on lockers/{id}/up/acks,
 // prints it and exits 1 if it says ok=false or none came within --timeout.
 // watch prints the events of lockers/+/up/events as JSON lines; online lists
-// the lockers whose retained lockers/{id}/status is online.
+// the lockers whose retained lockers/{id}/status is online. hash-code prints
+// the hash of each code (the arguments, or the lines of stdin) under a
+// locker's code key, as the locker computes it. audit prints the audit trail
+// and its verification, asked of a running locker (locky/down/audit, answered
+// on lockers/{id}/up/audit) or read from the database of a stopped gateway
+// (or a copy); it exits 1 naming the first record that is not what the
+// locker wrote.
 package main
 
 import (
@@ -55,6 +65,9 @@ commands:
   send --locker ID --entity ENTITY --json JSON
   watch [--locker ID] [--count N]            print events as JSON lines
   online                                     list the lockers that are online
+  hash-code --code-key-file FILE [CODE...]   print each code's hash under the key (codes from stdin if none)
+  audit --locker ID [--after SEQ]            print a locker's audit trail and the locker's verification of its seals
+  audit --data-dir DIR [--code-key-file FILE] the same from a stopped locker's data dir, verified here
 
 flags:
 `
@@ -108,6 +121,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = watch(ctx, o, rest, stdout, stderr)
 	case "online":
 		err = online(ctx, o, rest, stdout, stderr)
+	case "hash-code":
+		err = hashCode(rest, os.Stdin, stdout, stderr)
+	case "audit":
+		err = audit(ctx, o, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lockyctl: unknown command %q\n", cmd)
 		fs.Usage()
@@ -145,7 +162,7 @@ func send(ctx context.Context, o options, entity string, args []string, stdout, 
 	locker := fs.String("locker", "", "locker id (required)")
 	body := fs.String("json", "", "the message, a JSON object (required)")
 	if entity == "" {
-		fs.StringVar(&entity, "entity", "", "reservations, doors, partners, users, commands or sync (required)")
+		fs.StringVar(&entity, "entity", "", "reservations, doors, partners, users, commands, sync or audit (required)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
