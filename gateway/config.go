@@ -24,9 +24,10 @@ type Config struct {
 	DataDir  string // directory of the database and the dev code key
 	MQTTAddr string // local broker listen address
 	HTTPAddr string // HTTP listen address (metrics, health, pages)
-	// MQTTUsers is a file of `name role sha256-of-password` lines: the
-	// clients (touchscreen, door boards, monitoring) allowed on the local
-	// broker and their topics. Empty means none but dev mode's anonymous ones.
+	// MQTTUsers is a file of `name role argon2id-hash [client-ids]` lines,
+	// each written by `locky-gateway passwd`: the clients (touchscreen, door
+	// boards, monitoring) allowed on the local broker and their topics.
+	// Empty means none but dev mode's anonymous ones.
 	MQTTUsers string
 	// Limits of the local broker's clients (broker.Config has the details):
 	// clients connected at once (and as many connections still before
@@ -72,6 +73,9 @@ type Config struct {
 	LockoutWindow    time.Duration
 	LockoutBase      time.Duration // first lockout; doubles up to LockoutMax
 	LockoutMax       time.Duration
+	// LockoutResetAfter is the time without a wrong code, after the last
+	// lockout ended, that starts the doubling again from LockoutBase.
+	LockoutResetAfter time.Duration
 
 	Retention      time.Duration // delivered/returned/cancelled reservations are kept this long
 	OutboxMaxBytes int64         // outbox byte bound; the oldest are dropped past it
@@ -106,7 +110,7 @@ func Defaults() Config {
 		LockerID: "dev-locker", DataDir: "./data", MQTTAddr: "127.0.0.1:1883", HTTPAddr: "127.0.0.1:8080",
 		Dev: true, SimDoors: 12, SimDoorSize: "M",
 		Grace: 10 * time.Minute, DoorTimeout: 5 * time.Second, LeftOpenAfter: 2 * time.Minute,
-		LockoutThreshold: 5, LockoutWindow: 5 * time.Minute, LockoutBase: time.Minute, LockoutMax: time.Hour,
+		LockoutThreshold: 5, LockoutWindow: 5 * time.Minute, LockoutBase: time.Minute, LockoutMax: time.Hour, LockoutResetAfter: 24 * time.Hour,
 		Retention: 30 * 24 * time.Hour, OutboxMaxBytes: 64 << 20, OutboxMaxAge: 30 * 24 * time.Hour,
 		CloudSessionExpiry: 7 * 24 * time.Hour, CloudRetryMax: 2 * time.Minute, MetricsPushInterval: 30 * time.Second,
 		LogFormat: "text", LogLevel: "info",
@@ -141,6 +145,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LockoutWindow, "lockout-window", c.LockoutWindow, "window in which invalid codes are counted")
 	fs.DurationVar(&c.LockoutBase, "lockout-base", c.LockoutBase, "first lockout; doubles each time")
 	fs.DurationVar(&c.LockoutMax, "lockout-max", c.LockoutMax, "longest lockout")
+	fs.DurationVar(&c.LockoutResetAfter, "lockout-reset-after", c.LockoutResetAfter, "time without a wrong code, after the last lockout, that starts the doubling again")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep delivered, returned and cancelled reservations this long")
 	fs.Int64Var(&c.OutboxMaxBytes, "outbox-max-bytes", c.OutboxMaxBytes, "outbox byte bound; the oldest messages are dropped past it")
 	fs.DurationVar(&c.OutboxMaxAge, "outbox-max-age", c.OutboxMaxAge, "outbox messages older than this are dropped")
@@ -404,7 +409,7 @@ func (c *Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{"--grace": c.Grace, "--door-timeout": c.DoorTimeout,
 		"--left-open-after": c.LeftOpenAfter, "--lockout-window": c.LockoutWindow, "--lockout-base": c.LockoutBase,
-		"--lockout-max": c.LockoutMax, "--retention": c.Retention, "--outbox-max-age": c.OutboxMaxAge,
+		"--lockout-max": c.LockoutMax, "--lockout-reset-after": c.LockoutResetAfter, "--retention": c.Retention, "--outbox-max-age": c.OutboxMaxAge,
 		"--cloud-retry-max": c.CloudRetryMax} {
 		if d <= 0 {
 			bad("%s must be positive, not %s", name, d)

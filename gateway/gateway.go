@@ -130,7 +130,7 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 		Store: g.store, Broker: g.broker, Metrics: g.metrics, Logger: log,
 		Grace: cfg.Grace, DoorTimeout: cfg.DoorTimeout, LeftOpenAfter: cfg.LeftOpenAfter,
 		LockoutThreshold: cfg.LockoutThreshold, LockoutWindow: cfg.LockoutWindow,
-		LockoutBase: cfg.LockoutBase, LockoutMax: cfg.LockoutMax,
+		LockoutBase: cfg.LockoutBase, LockoutMax: cfg.LockoutMax, LockoutResetAfter: cfg.LockoutResetAfter,
 	})
 	if err != nil {
 		return nil, err

@@ -62,6 +62,9 @@ type Config struct {
 	LockoutWindow    time.Duration // 5 min
 	LockoutBase      time.Duration // first lockout; doubles each time; 1 min
 	LockoutMax       time.Duration // longest lockout; 1 h
+	// LockoutResetAfter is the quiet time (no wrong code, after the last
+	// lockout ended) that starts the doubling again; 24 h.
+	LockoutResetAfter time.Duration
 }
 
 // Defaults fills the zero fields of c with SPEC §5's values.
@@ -77,6 +80,7 @@ func (c *Config) Defaults() {
 	set(&c.LockoutWindow, 5*time.Minute)
 	set(&c.LockoutBase, time.Minute)
 	set(&c.LockoutMax, time.Hour)
+	set(&c.LockoutResetAfter, 24*time.Hour)
 	if c.LockoutThreshold == 0 {
 		c.LockoutThreshold = 5
 	}
@@ -146,7 +150,7 @@ func New(cfg Config) (*Controller, error) {
 		cycles: map[int]*cycle{},
 		forced: map[int]bool{},
 		lock: lockout{threshold: cfg.LockoutThreshold, window: cfg.LockoutWindow,
-			base: cfg.LockoutBase, max: cfg.LockoutMax},
+			base: cfg.LockoutBase, max: cfg.LockoutMax, resetAfter: cfg.LockoutResetAfter},
 	}
 	return c, nil
 }

@@ -83,7 +83,7 @@ func TestClose(t *testing.T) {
 }
 
 func TestLockoutDoublesUpToTheMaximum(t *testing.T) {
-	l := lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}
+	l := lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour, resetAfter: 24 * time.Hour}
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	var got []time.Duration
 	for round := 0; round < 8; round++ {
@@ -106,17 +106,17 @@ func TestLockoutDoublesUpToTheMaximum(t *testing.T) {
 			t.Fatalf("lockouts %v; want %v", got, want)
 		}
 	}
-	// An hour without a wrong code after the last lockout ended starts the
+	// A day without a wrong code after the last lockout ended starts the
 	// doubling again.
-	now = now.Add(time.Hour)
+	now = now.Add(24 * time.Hour)
 	for i := 0; i < 4; i++ {
 		l.fail(now)
 	}
 	if d := l.fail(now); d != time.Minute {
-		t.Fatalf("lockout after an hour of quiet %s; want the first lockout again, 1m", d)
+		t.Fatalf("lockout after a day of quiet %s; want the first lockout again, 1m", d)
 	}
 	// Failures spread wider than the window never lock.
-	l = lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}
+	l = lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour, resetAfter: 24 * time.Hour}
 	for i := 0; i < 20; i++ {
 		if d := l.fail(now.Add(time.Duration(i) * 2 * time.Minute)); d != 0 {
 			t.Fatalf("locked out by failures 2 min apart")

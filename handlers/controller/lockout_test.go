@@ -12,39 +12,42 @@ import (
 )
 
 // TestLockoutBound holds the lockout to the bound the README's threat model
-// states: at most 30 wrong codes are judged in the first hour, at most 30 in
-// any 123 minutes after (an attacker who waits an hour of quiet for the
-// doubling to start again), and 5 an hour for one who never stops.
+// states, with the defaults: at most 30 wrong codes are judged in the first
+// hour and at most 5 more in each hour after (30 + 5(h-1) in any first h
+// hours), whether the guesser never stops or pauses after each longest
+// lockout for up to (or past) the day of quiet that starts the doubling again.
 func TestLockoutBound(t *testing.T) {
-	f := func(name string, patient bool, hours int, want int) {
+	f := func(name string, pause time.Duration) {
 		t.Helper()
-		l := lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour}
+		l := lockout{threshold: 5, window: 5 * time.Minute, base: time.Minute, max: time.Hour, resetAfter: 24 * time.Hour}
 		start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-		now, judged, firstHour := start, 0, 0
-		for now.Sub(start) < time.Duration(hours)*time.Hour {
-			if l.locked(now) == 0 {
-				if patient && l.level == 6 {
-					now = now.Add(l.max) // an hour of quiet resets the doubling
-					l.level = 6 + 1      // wait once per series
+		const days = 7
+		judged, now := 0, start
+		for hour := 1; hour <= days*24; hour++ {
+			for end := start.Add(time.Duration(hour) * time.Hour); now.Before(end); now = now.Add(time.Second) {
+				if l.locked(now) > 0 {
 					continue
 				}
-				l.fail(now)
-				judged++
-				if now.Sub(start) < time.Hour {
-					firstHour++
+				if d := l.fail(now); d > 0 {
+					now = now.Add(d) // waits out the lockout
+					if d == l.max {
+						now = now.Add(pause) // then pauses, hoping for a fresh series
+					}
 				}
+				judged++
 			}
-			now = now.Add(time.Second)
+			if bound := 30 + 5*(hour-1); judged > bound {
+				t.Fatalf("%s: %d wrong codes judged in the first %d h; want at most %d", name, judged, hour, bound)
+			}
 		}
-		if firstHour > 30 {
-			t.Errorf("%s: %d wrong codes judged in the first hour; want at most 30", name, firstHour)
-		}
-		if judged > want {
-			t.Errorf("%s: %d wrong codes judged in %d h; want at most %d", name, judged, hours, want)
+		if judged == 0 {
+			t.Fatalf("%s: no guess judged", name)
 		}
 	}
-	f("one who never stops", false, 24, 30+23*5)
-	f("one who waits for the reset", true, 24, 30*(24*60/123+1))
+	f("a guesser who never stops", 0)
+	f("a guesser who pauses an hour after each longest lockout", time.Hour)
+	f("a guesser who pauses a day after each longest lockout", 24*time.Hour)
+	f("a guesser who pauses a day and a second after each longest lockout", 24*time.Hour+time.Second)
 }
 
 // TestAValidCodeDoesNotResetTheLockout interleaves a code that still works

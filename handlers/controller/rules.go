@@ -88,12 +88,15 @@ func Close(c store.Cycle, r *store.Reservation, now time.Time) store.Transition 
 // valid code changes nothing here: a guesser who holds one working code (a
 // pickup code within its grace period, a code whose door is held shut) gains
 // no attempts by typing it between guesses. The doubling starts again only
-// after Max without any invalid code once the last lockout ended. The bound
+// after resetAfter without any invalid code once the last lockout ended. The bound
 // this gives is in the README's threat model and TestLockoutBound.
 type lockout struct {
 	threshold int
 	window    time.Duration
 	base, max time.Duration
+	// resetAfter without an invalid attempt, after the last lockout
+	// ended, starts the doubling again from base.
+	resetAfter time.Duration
 
 	failures []time.Time   // invalid attempts within the window
 	until    time.Time     // locked while now is before until
@@ -117,7 +120,7 @@ func (l *lockout) fail(now time.Time) time.Duration {
 	if l.until.After(quietSince) {
 		quietSince = l.until
 	}
-	if !l.last.IsZero() && now.Sub(quietSince) >= l.max {
+	if !l.last.IsZero() && now.Sub(quietSince) >= l.resetAfter {
 		l.level = 0
 	}
 	l.last = now
