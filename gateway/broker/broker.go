@@ -258,16 +258,3 @@ func (b *Broker) registerMetrics(s *metrics.Set) {
 	s.NewGauge("locky_broker_connections_open", func() float64 { open, _ := b.ln.counts(); return float64(open) })
 	s.NewGauge("locky_broker_connections_connecting", func() float64 { _, c := b.ln.counts(); return float64(c) })
 }
-
-// allowAll lets every client connect and use every topic: dev mode only.
-type allowAll struct{ mqtt.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all-dev-mode" }
-
-func (h *allowAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-
-func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }

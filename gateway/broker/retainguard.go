@@ -18,17 +18,36 @@ import (
 // in OnPacketProcessed, which mochi calls after every packet that reached
 // them (one client's packets are processed one at a time, so a per-client
 // mark pairs them). The gateway's own (inline) publishes and subscriptions
-// take the lock in Broker.Publish and Broker.Subscribe instead.
+// take the lock in Broker.Publish and Broker.Subscribe instead. A retained
+// Will is retained by mochi without OnPublish: the lock is taken in OnWill
+// and released in OnWillSent, which pair because the auth hook sends every
+// Will at once (a delayed Will would skip OnWillSent).
 type retainGuard struct {
 	mqtt.HookBase
-	mu   sync.RWMutex
-	held sync.Map // *mqtt.Client → 'w' or 'r'
+	mu    sync.RWMutex
+	held  sync.Map // *mqtt.Client → 'w' or 'r'
+	wills sync.Map // *mqtt.Client → struct{}: a retained Will being sent
 }
 
 func (h *retainGuard) ID() string { return "retain-guard" }
 
 func (h *retainGuard) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnSubscribe || b == mqtt.OnPacketProcessed
+	return b == mqtt.OnPublish || b == mqtt.OnSubscribe || b == mqtt.OnPacketProcessed ||
+		b == mqtt.OnWill || b == mqtt.OnWillSent
+}
+
+func (h *retainGuard) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Retain && cl.Properties.Will.WillDelayInterval == 0 {
+		h.mu.Lock()
+		h.wills.Store(cl, struct{}{})
+	}
+	return will, nil
+}
+
+func (h *retainGuard) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	if _, ok := h.wills.LoadAndDelete(cl); ok {
+		h.mu.Unlock()
+	}
 }
 
 func (h *retainGuard) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
