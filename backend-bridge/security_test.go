@@ -86,6 +86,29 @@ func TestIsolation(t *testing.T) {
 	loc.expect(t, `locky/down/doors {"msg_id":"d-1"}`)
 }
 
+// TestALockersCredentialsCannotCommandIt: credentials taken from a locker
+// (its SD card holds them) publish on the locker's own down/ topics, as the
+// back-end does to create a reservation or open a door: the cloud broker
+// refuses them, so they never reach the locker.
+func TestALockersCredentialsCannotCommandIt(t *testing.T) {
+	pw := passwordFile(t, "backend", "backend-pw", "A", "a-pw")
+	cloud := testenv.StartMosquitto(t, testenv.WithPasswordFile(pw), testenv.WithACLFile("../docker/cloud-mosquitto/acl"))
+	watcher := newCloudClient(t, cloud.URL(), "watcher", "backend", "backend-pw", "lockers/#")
+	thief := newCloudClient(t, cloud.URL(), "thief", "A", "a-pw", "lockers/A/down/#")
+	for _, topic := range []string{"lockers/A/down/reservations", "lockers/A/down/commands", "lockers/A/down/doors"} {
+		thief.publishMaybeRefused(t, topic, `{"msg_id":"forged","command":"open_door","door":7}`)
+	}
+	thief.publish(t, "lockers/A/up/events", `{"marker":1}`)
+	if p := watcher.expectPayload(t, "lockers/A/up/events", `"marker":1`); p == nil {
+		t.Fatal("no marker")
+	}
+	assertNotReceived(t, watcher, "lockers/A/down/")
+	assertNotReceived(t, thief, "lockers/A/down/")
+	// What the back-end sends still reaches the locker.
+	watcher.publish(t, "lockers/A/down/doors", `{"msg_id":"d-1"}`)
+	thief.expectPayload(t, "lockers/A/down/doors", `"d-1"`)
+}
+
 // publishMaybeRefused publishes and ignores a refusal (Mosquitto answers a
 // publish that the ACL denies with success or "not authorized" by version).
 func (c *cloudClient) publishMaybeRefused(t *testing.T, topic, payload string) {
