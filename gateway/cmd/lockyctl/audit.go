@@ -20,39 +20,36 @@ import (
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
-// audit prints a locker's audit trail of door openings and the verification
-// of the chain that seals it: on a break it names the first bad record and
-// fails. With --locker it asks the running locker through the cloud broker
-// (locky/down/audit, answered on locky/up/audit), page by page; the locker
-// verifies the chain with its own code keys. With --data-dir it reads the
+// auditCommand is audit: it prints a locker's audit trail of door openings
+// and the verification of the chain that seals it: on a break it names the
+// first bad record and fails. With --locker it asks the running locker
+// through the cloud broker (locky/down/audit, answered on locky/up/audit),
+// page by page; the locker verifies the chain with its own code keys. With --data-dir it reads the
 // database file without writing to it; the gateway holds that file while it
 // runs, so this is for a stopped gateway or a copy of its data dir (an SD
 // card taken out, a backup), and it needs the locker's code key.
-func audit(ctx context.Context, o options, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	locker := fs.String("locker", "", "the running locker to ask through the cloud broker (--url)")
-	after := fs.Uint64("after", 0, "with --locker: only the records after this seq (the last one you have)")
-	dir := fs.String("data-dir", "", "the data dir of a stopped locker, or a copy of it, holding locky.db")
-	keyFile := fs.String("code-key-file", "", "with --data-dir: the locker's code key file, hex, mode 0600 (default: the dev key in the data dir)")
-	prevFile := fs.String("code-key-previous-file", "", "with --data-dir, during a key rotation: the previous code key's file, so that records sealed before it verify too")
+func auditCommand(fs *flag.FlagSet) func(context.Context, *call) error {
+	locker := fs.String("locker", "", "the `id` of the running locker to ask through the cloud broker (--url)")
+	after := fs.Uint64("after", 0, "with --locker: only the records after this `seq` (the last one you have)")
+	dir := fs.String("data-dir", "", "the data `dir` of a stopped locker, or a copy of it, holding locky.db")
+	keyFile := fs.String("code-key-file", "", "with --data-dir: the locker's code key `file`, hex, mode 0600 (default: the dev key in the data dir)")
+	prevFile := fs.String("code-key-previous-file", "", "with --data-dir, during a key rotation: the previous code key's `file`, so that records sealed before it verify too")
 	asJSON := fs.Bool("json", false, "print the records as JSON lines")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	return func(ctx context.Context, c *call) error {
+		switch {
+		case (*locker == "") == (*dir == ""):
+			return usageError{errors.New("give --locker ID (a running locker, through the cloud broker) or --data-dir DIR (a stopped one), and nothing else")}
+		case *locker != "" && (*keyFile != "" || *prevFile != ""):
+			return usageError{errors.New("--code-key-file and --code-key-previous-file go with --data-dir: through the cloud, the locker verifies with its own keys")}
+		case *dir != "" && *after != 0:
+			return usageError{errors.New("--after goes with --locker: --data-dir reads and verifies the whole trail")}
+		case *locker != "" && !validID(*locker):
+			return usageError{errors.New("--locker may not contain '/', '+' or '#'")}
+		case *locker != "":
+			return auditRemote(ctx, c.o, *locker, *after, *asJSON, c.stdout)
+		}
+		return auditFile(*dir, *keyFile, *prevFile, *asJSON, c.stdout)
 	}
-	switch {
-	case fs.NArg() > 0 || (*locker == "") == (*dir == ""):
-		return usageError{errors.New("give --locker ID (a running locker, through the cloud broker) or --data-dir DIR (a stopped one), and nothing else")}
-	case *locker != "" && (*keyFile != "" || *prevFile != ""):
-		return usageError{errors.New("--code-key-file and --code-key-previous-file go with --data-dir: through the cloud, the locker verifies with its own keys")}
-	case *dir != "" && *after != 0:
-		return usageError{errors.New("--after goes with --locker: --data-dir reads and verifies the whole trail")}
-	case *locker != "" && !validID(*locker):
-		return usageError{errors.New("--locker may not contain '/', '+' or '#'")}
-	case *locker != "":
-		return auditRemote(ctx, o, *locker, *after, *asJSON, stdout)
-	}
-	return auditFile(*dir, *keyFile, *prevFile, *asJSON, stdout)
 }
 
 // auditFile prints and verifies the trail in the database file of dir.

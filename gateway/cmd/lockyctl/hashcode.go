@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -18,21 +19,19 @@ import (
 // key exactly as the locker computes it: what the back-end sends as
 // deposit_hash, pickup_hash or courier_hash. The codes are the arguments or,
 // without any, the lines of stdin (which keeps them out of the process list).
-func hashCode(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hash-code", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	keyFile := fs.String("code-key-file", "", "the locker's code key file, hex, mode 0600 (required)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if *keyFile == "" {
+func hashCodeCommand(fs *flag.FlagSet) func(context.Context, *call) error {
+	keyFile := fs.String("code-key-file", "", "the locker's code key `file`, hex, mode 0600 (required)")
+	return func(_ context.Context, c *call) error { return hashCode(*keyFile, c.args, c.stdin, c.stdout) }
+}
+
+func hashCode(keyFile string, codes []string, stdin io.Reader, stdout io.Writer) error {
+	if keyFile == "" {
 		return usageError{errors.New("--code-key-file is required: the file of the locker's code key (hex, mode 0600)")}
 	}
-	key, err := gateway.ReadCodeKeyFile(*keyFile)
+	key, err := gateway.ReadCodeKeyFile(keyFile)
 	if err != nil {
 		return err
 	}
-	codes := fs.Args()
 	if len(codes) == 0 {
 		sc := bufio.NewScanner(stdin)
 		for sc.Scan() {

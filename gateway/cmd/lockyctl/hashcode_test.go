@@ -33,14 +33,14 @@ func writeKeyFile(t *testing.T, mode os.FileMode) string {
 // find it, as they would at the locker's screen.
 func TestHashCodeOpensTheLockersDoor(t *testing.T) {
 	keyFile := writeKeyFile(t, 0o600)
-	code, out, errOut := lockyctl(t, "hash-code", "--code-key-file", keyFile, "482913", "193284")
+	code, out, errOut := lockyctl(t, "hash-code", "482913", "--code-key-file", keyFile, "193284") // flags among the codes
 	if code != exitOK {
 		t.Fatalf("hash-code: exit %d, stderr %q", code, errOut)
 	}
 	var stdin bytes.Buffer
 	stdin.WriteString("777000\r\n")
 	var fromStdin bytes.Buffer
-	if err := hashCode([]string{"--code-key-file", keyFile}, &stdin, &fromStdin, &bytes.Buffer{}); err != nil {
+	if err := hashCode(keyFile, nil, &stdin, &fromStdin); err != nil {
 		t.Fatalf("hash-code from stdin: %v", err)
 	}
 	hashes := strings.Fields(out + fromStdin.String())
