@@ -190,21 +190,36 @@ type conn struct {
 	net    net.Conn
 	failed atomic.Bool // a downstream message was not delivered locally
 
-	mu   sync.Mutex
-	lost error // why paho saw the connection end
+	mu     sync.Mutex
+	lost   error         // why paho saw the connection end
+	lostCh chan struct{} // closed once lost is set
 }
 
 func (c *conn) setLost(err error) {
 	c.mu.Lock()
-	if c.lost == nil {
+	if c.lost == nil && err != nil {
 		c.lost = err
+		close(c.lostCh)
 	}
 	c.mu.Unlock()
 }
 
-func (c *conn) reason() error {
+// reason returns why paho saw the connection end. paho closes Done before it
+// calls OnClientError or OnServerDisconnect (each on a goroutine of its own),
+// so reason waits for that call, a second at most.
+func (c *conn) reason(ctx context.Context) error {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-c.lostCh:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.lost == nil {
+		return errors.New("the connection ended without an error from the client")
+	}
 	return c.lost
 }
 
@@ -218,7 +233,7 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) (bool, error) {
 		b.connectFailed(ctx, fmt.Errorf("cannot reach the cloud broker: %w", err))
 		return false, err
 	}
-	c := &conn{net: nc}
+	c := &conn{net: nc, lostCh: make(chan struct{})}
 	w := newWindow(b.cfg.Window)
 	cli := paho.NewClient(paho.ClientConfig{
 		ClientID:                   b.cfg.LockerID,
@@ -266,7 +281,7 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) (bool, error) {
 	case c.failed.Load():
 		err = errLocalDelivery
 	case err == nil:
-		err = c.reason()
+		err = c.reason(ctx)
 	}
 	b.log.Warn("cloud link down; reconnecting, the outbox keeps what is not acknowledged", "error", err)
 	return true, err

@@ -2,17 +2,22 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	bridge "github.com/locky-edge/locky/backend-bridge"
 	"io"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	bridge "github.com/locky-edge/locky/backend-bridge"
+	"github.com/locky-edge/locky/gateway/broker"
 )
 
 // Config is every option of the gateway. Each field is a flag (--name), an
@@ -185,21 +190,40 @@ type Options struct {
 	Probe string
 }
 
+// commandOnly are the options of the command line alone: not in a config
+// file, not in the environment.
+var commandOnly = map[string]bool{"config": true, "check-config": true, "version": true, "probe": true}
+
+// newFlagSet binds every option of the command line to cfg and opts.
+func newFlagSet(cfg *Config, opts *Options) *flag.FlagSet {
+	fs := flag.NewFlagSet("locky-gateway", flag.ContinueOnError)
+	cfg.flags(fs)
+	fs.StringVar(&opts.ConfigFile, "config", "", "config file of `name = value` lines (names as the flags)")
+	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and its files, print what to fix, and exit")
+	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
+	fs.StringVar(&opts.Probe, "probe", "", "GET this URL, exit 0 if it answers 200 (a health check for images without curl)")
+	return fs
+}
+
 // ParseArgs builds the configuration from the defaults, the config file
 // (--config), the LOCKY_* environment and the command line, in that order of
-// precedence from lowest to highest.
+// precedence from lowest to highest. A mistake is returned as an error that
+// names the option, where it was set and what it wants; stderr gets only the
+// usage of --help.
 func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Config, Options, error) {
 	cfg := Defaults()
 	var opts Options
-	fs := flag.NewFlagSet("locky-gateway", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.flags(fs)
-	fs.StringVar(&opts.ConfigFile, "config", "", "config file of `name = value` lines (names as the flags)")
-	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
-	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
-	fs.StringVar(&opts.Probe, "probe", "", "GET this URL, exit 0 if it answers 200 (a health check for images without curl)")
+	fs := newFlagSet(&cfg, &opts)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {} // a mistake is one line, not the whole usage; --help prints it below
+	var setErr error     // the first value a flag refused, explained
+	fs.VisitAll(func(f *flag.Flag) { f.Value = explainedValue{Value: f.Value, name: f.Name, first: &setErr} })
 	if err := fs.Parse(args); err != nil {
-		return cfg, opts, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stderr)
+			return cfg, opts, err
+		}
+		return cfg, opts, commandLineError(fs, args, err, setErr)
 	}
 	if fs.NArg() > 0 {
 		return cfg, opts, fmt.Errorf("unexpected argument %q; options are flags (see --help)", fs.Arg(0))
@@ -217,14 +241,15 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		}
 		for _, e := range kv {
 			f := fs.Lookup(e.key)
-			if f == nil || e.key == "config" || e.key == "check-config" || e.key == "version" || e.key == "probe" {
-				return cfg, opts, fmt.Errorf("%s:%d: unknown option %q (options are the flag names, see --help)", opts.ConfigFile, e.line, e.key)
+			if f == nil || commandOnly[e.key] {
+				return cfg, opts, fmt.Errorf("%s:%d: unknown option %q%s (options are the flag names, see --help)",
+					opts.ConfigFile, e.line, e.key, didYouMean(fs, e.key, ""))
 			}
 			if onCommandLine[e.key] {
 				continue
 			}
 			if err := f.Value.Set(e.value); err != nil {
-				return cfg, opts, fmt.Errorf("%s:%d: %s: %w", opts.ConfigFile, e.line, e.key, err)
+				return cfg, opts, fmt.Errorf("%s:%d: %s = %s: %w", opts.ConfigFile, e.line, e.key, e.value, err)
 			}
 			fromFile[e.key] = true
 		}
@@ -238,7 +263,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		name := "LOCKY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v := getenv(name); v != "" {
 			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("environment %s: %w", name, err)
+				envErr = fmt.Errorf("environment %s=%s: %w", name, v, err)
 			}
 			fromEnv[f.Name] = true
 		}
@@ -250,6 +275,145 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 		return cfg, opts, err
 	}
 	return cfg, opts, cfg.Validate()
+}
+
+// printUsage writes the usage of --help: every option with its default.
+func printUsage(w io.Writer) {
+	c, o := Defaults(), Options{}
+	fs := newFlagSet(&c, &o)
+	fs.SetOutput(w)
+	fmt.Fprintln(w, "Usage of locky-gateway (each option is also LOCKY_<NAME> in the environment and a name of the --config file):")
+	fs.PrintDefaults()
+}
+
+// explainedValue is a flag's value whose Set says what the option wants: the
+// flag package says only "parse error", and says it on the command line
+// alone. It keeps the first refusal on the command line in *first.
+type explainedValue struct {
+	flag.Value
+	name  string
+	first *error
+}
+
+func (v explainedValue) Set(s string) error {
+	err := v.Value.Set(s)
+	if err == nil {
+		return nil
+	}
+	err = explainValue(v.Value, s, err)
+	if *v.first == nil {
+		*v.first = fmt.Errorf("--%s %s: %w", v.name, s, err)
+	}
+	return err
+}
+
+// IsBoolFlag keeps a bool option usable as a bare --name.
+func (v explainedValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// explainValue says what kind of value the option takes, from the type of the
+// value it holds.
+func explainValue(v flag.Value, s string, err error) error {
+	g, ok := v.(flag.Getter)
+	if !ok {
+		return err // the option's own type explains itself
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		_, perr := time.ParseDuration(s)
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return fmt.Errorf("a duration needs a unit: write %sm, %ss or %sh (units ns, us, ms, s, m, h; e.g. 1h30m): %w", s, s, s, perr)
+		}
+		return fmt.Errorf("want a duration such as 10m, 90s or 1h30m: %w", perr)
+	case int, int64, uint, uint64:
+		_, perr := strconv.ParseInt(s, 0, 64)
+		return fmt.Errorf("want a whole number: %w", perr)
+	case bool:
+		return errors.New("want true or false")
+	}
+	return err
+}
+
+// commandLineError turns the flag package's error into one that names the
+// option and what to write instead.
+func commandLineError(fs *flag.FlagSet, args []string, err, setErr error) error {
+	if setErr != nil {
+		return fmt.Errorf("%w (see --help)", setErr)
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			break // where the flag package stops too
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		f := fs.Lookup(name)
+		switch {
+		case f == nil:
+			return fmt.Errorf("unknown option %s%s (every option: --help)", a, didYouMean(fs, name, "--"))
+		case hasValue || isBoolFlag(f):
+		case i+1 == len(args):
+			return fmt.Errorf("%s needs a value, e.g. %s %s (see --help)", a, a, exampleValue(f))
+		default:
+			i++ // its value
+		}
+	}
+	return fmt.Errorf("%w (see --help)", err)
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// exampleValue is a value to show in a message about f.
+func exampleValue(f *flag.Flag) string {
+	if f.DefValue != "" {
+		return f.DefValue
+	}
+	return "VALUE"
+}
+
+// didYouMean returns ": did you mean <prefix>name?" for the option nearest to
+// name, or "" when none is near. Without a prefix (a config file) it leaves
+// out the options of the command line alone.
+func didYouMean(fs *flag.FlagSet, name, prefix string) string {
+	want := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	best, bestD := "", -1
+	fs.VisitAll(func(f *flag.Flag) {
+		if prefix == "" && commandOnly[f.Name] {
+			return
+		}
+		if d := editDistance(want, f.Name); bestD < 0 || d < bestD {
+			best, bestD = f.Name, d
+		}
+	})
+	if bestD < 0 || bestD > max(2, len(want)/3) {
+		return ""
+	}
+	return fmt.Sprintf(": did you mean %s%s?", prefix, best)
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // keySources settles where the code keys come from. A key and its file are
@@ -404,6 +568,9 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if k, err := parseCodeKey(c.CodeKey); err == nil && c.CodeKeyFile == "" && !c.Dev && isExampleKey(k) {
+		bad("--code-key: %v", errExampleKey)
+	}
 	if !c.CodeKeyPreviousUntil.IsZero() && c.CodeKeyPrevious == "" && c.CodeKeyPreviousFile == "" {
 		bad("--code-key-previous-until is set without a previous key: set --code-key-previous-file too, or remove it once the rotation is over")
 	}
@@ -437,8 +604,14 @@ func (c *Config) Validate() error {
 	}
 	if c.CloudURL != "" {
 		u, err := url.Parse(c.CloudURL)
-		if err != nil || (u.Scheme != "mqtt" && u.Scheme != "mqtts") || u.Host == "" {
+		switch {
+		case err != nil || (u.Scheme != "mqtt" && u.Scheme != "mqtts") || u.Hostname() == "":
 			bad("--cloud-url %q: want mqtt://host:port or mqtts://host:port", c.CloudURL)
+		case u.Port() == "":
+			// The bridge would take 1883, which on the locker is the local
+			// broker's own port: name the port.
+			port := map[string]string{"mqtt": "1883", "mqtts": "8883"}[u.Scheme]
+			bad("--cloud-url %q has no port: write the cloud broker's, e.g. %s://%s:%s", c.CloudURL, u.Scheme, u.Host, port)
 		}
 	}
 	for name, v := range map[string]string{"--cloud-up": c.CloudUp, "--cloud-down": c.CloudDown} {
@@ -485,4 +658,150 @@ func ParseMappings(s string) ([]bridge.Mapping, error) {
 		out = append(out, bridge.Mapping{From: from, To: to, QoS: qos[0] - '0'})
 	}
 	return out, nil
+}
+
+// exampleCodeKey is the code key that docker/locky.example.conf once
+// published. Anyone can hash codes with it, so a production locker refuses
+// it (and any key that is the start of it).
+var exampleCodeKey, _ = hex.DecodeString("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+
+// errExampleKey is why a locker outside dev mode refuses the example key.
+var errExampleKey = errors.New("this is the example key from the documentation, known to everyone: generate the locker's own with `openssl rand -hex 32` (into a file of mode 0600 for --code-key-file) and give it to the back-end")
+
+func isExampleKey(k []byte) bool { return len(k) > 0 && bytes.HasPrefix(exampleCodeKey, k) }
+
+// Check looks at what the configuration names beyond its own text, as New
+// will, without changing anything: the data dir can be created or written, the
+// code key files are private and readable and hold a key of the locker's
+// own, the users file reads. Its error says what to fix. The warnings are for
+// what may be right: a listen address that is taken now (by the gateway that
+// this configuration is for, when it runs) and code keys where other users
+// can read them.
+func Check(cfg Config) (warnings []string, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var errs []error
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		errs = append(errs, err)
+	}
+	keyFile := func(name, path string) []byte {
+		if path == "" {
+			return nil
+		}
+		k, err := ReadCodeKeyFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", name, err))
+		}
+		return k
+	}
+	current := keyFile("code-key-file", cfg.CodeKeyFile)
+	if cfg.CodeKey == "" && cfg.CodeKeyFile == "" && cfg.Dev {
+		path := filepath.Join(cfg.DataDir, "code.key")
+		if raw, err := os.ReadFile(path); err == nil {
+			if _, err := parseCodeKey(string(raw)); err != nil {
+				errs = append(errs, fmt.Errorf("the dev code key %q is damaged (%w); restore it from a backup: without it no stored code matches", path, err))
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("cannot read the dev code key: %w", err))
+		}
+	}
+	if !cfg.Dev && isExampleKey(current) {
+		errs = append(errs, fmt.Errorf("--code-key-file %s: %w", cfg.CodeKeyFile, errExampleKey))
+	}
+	keyFile("code-key-previous-file", cfg.CodeKeyPreviousFile)
+	if cfg.MQTTUsers != "" {
+		if _, err := broker.ReadUsers(cfg.MQTTUsers); err != nil {
+			errs = append(errs, fmt.Errorf("--mqtt-users: %w", err))
+		}
+	}
+	for _, f := range []struct{ name, path string }{{"cloud-ca-file", cfg.CloudCAFile}, {"cloud-cert-file", cfg.CloudCertFile}, {"cloud-key-file", cfg.CloudKeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if fh, err := os.Open(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", f.name, err))
+		} else if err := fh.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", f.name, err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for _, a := range []struct{ name, addr string }{{"mqtt-addr", cfg.MQTTAddr}, {"http-addr", cfg.HTTPAddr}} {
+		ln, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("--%s %s cannot be listened on now (%v): right if the gateway of this configuration is running; otherwise another program holds it: set --%s", a.name, a.addr, err, a.name))
+			continue
+		}
+		if err := ln.Close(); err != nil {
+			return nil, fmt.Errorf("--%s %s: %w", a.name, a.addr, err)
+		}
+	}
+	if !cfg.Dev && cfg.keysOnCommandLine != "" {
+		warnings = append(warnings, "a code key is on the command line ("+cfg.keysOnCommandLine+"), where every local user can read it: use --code-key-file (mode 0600) or LOCKY_CODE_KEY")
+	}
+	if !cfg.Dev && cfg.keysInOpenFile != "" {
+		warnings = append(warnings, "a code key is in a config file that group or other may read, "+cfg.keysInOpenFile+": chmod 600 it, or move the key to --code-key-file")
+	}
+	return warnings, nil
+}
+
+// checkDataDir reports what keeps the gateway from using dir as its data dir:
+// a file in its place or on its path, or a directory this user cannot write.
+// A dir that does not exist yet is fine when it can be created.
+func checkDataDir(dir string) error {
+	exists, err := checkDataDirPath(dir)
+	if err != nil || !exists {
+		return err
+	}
+	return checkDataDirWritable(dir)
+}
+
+// checkDataDirPath reports whether dir exists, and an error if it is a file,
+// or cannot be created because of a file on its path or a parent this user
+// cannot write.
+func checkDataDirPath(dir string) (exists bool, err error) {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return true, fmt.Errorf("--data-dir %s is a file, not a directory: set --data-dir to a directory (it is created if missing)", dir)
+		}
+		return true, nil
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) { // the nearest existing ancestor
+		pfi, perr := os.Stat(p)
+		switch {
+		case perr != nil && p != filepath.Dir(p):
+			continue
+		case perr != nil:
+			return false, fmt.Errorf("cannot use --data-dir %s: %w", dir, err)
+		case !pfi.IsDir():
+			return false, fmt.Errorf("--data-dir %s cannot be created: %s is a file, not a directory: set --data-dir to a directory", dir, p)
+		case !errors.Is(err, os.ErrNotExist):
+			return false, fmt.Errorf("cannot use --data-dir %s (set --data-dir to a directory this user can write): %w", dir, err)
+		}
+		if err := probeWritable(p); err != nil {
+			return false, fmt.Errorf("--data-dir %s does not exist and cannot be created: this user (uid %d) cannot write %s: create it for the gateway's user, or set --data-dir to a directory it can write: %w", dir, os.Getuid(), p, err)
+		}
+		return false, nil
+	}
+}
+
+// checkDataDirWritable reports an error if this user cannot create files in
+// the existing directory dir.
+func checkDataDirWritable(dir string) error {
+	if err := probeWritable(dir); err != nil {
+		return fmt.Errorf("--data-dir %s is not writable by this user (uid %d): give it to the user the gateway runs as (chown), or set --data-dir to a directory it can write: %w", dir, os.Getuid(), err)
+	}
+	return nil
+}
+
+// probeWritable creates and removes a file in dir.
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".locky-write-check-*")
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Close(), os.Remove(f.Name()))
 }

@@ -57,131 +57,335 @@ type Gateway struct {
 	push       *metricspush.Pusher // nil without --metrics-push-url
 	httpLn     net.Listener
 	http       *http.Server
+	httpDone   chan struct{} // closed when Serve returns; nil before Run serves
 
-	ready     atomic.Bool
-	readyCh   chan struct{}
-	closeOnce sync.Once
-	closeErr  error
-	stopped   chan struct{}
+	// stops holds, in start order, how to stop each step that started and
+	// is not stopped yet. Only New, then Run or Close (one at a time) use it.
+	stops  []stopStep
+	failed chan error // a part that stopped by itself: Run stops the gateway
+
+	ready    atomic.Bool
+	readyCh  chan struct{}
+	life     sync.Mutex // guards state and cancel
+	state    lifeState
+	cancel   context.CancelFunc // ends Run
+	stopped  chan struct{}      // closed once everything is stopped
+	closeErr error              // the stop steps' errors; read after stopped is closed
 }
 
-// New opens everything the gateway needs and binds its listeners, so that a
-// busy port or a locked database is reported before anything runs.
-func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
+// lifeState is where a Gateway is in its life.
+type lifeState int
+
+const (
+	opened  lifeState = iota // New returned it
+	running                  // Run was called
+	closed                   // Close was called before Run
+)
+
+// step is one step of the start list: start returns nil once it started,
+// having recorded how to stop what it started (g.onStop), or an error after
+// undoing what it did itself.
+type step struct {
+	name  string
+	start func() error
+}
+
+// stopStep is how to stop one step that started.
+type stopStep struct {
+	name string
+	stop func() error
+}
+
+// New opens what the gateway needs and binds its listeners: the first steps
+// of the start list, in an order that reports a mistake (an unusable data
+// dir, a bad key, a locked database, a busy port) before anything else is
+// done. When a step fails, the steps before it are stopped, in reverse order,
+// and New returns the error, which names what failed and the option to set.
+func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	g = &Gateway{cfg: cfg, log: log, metrics: metrics.NewSet(), started: time.Now(),
-		stopped: make(chan struct{}), readyCh: make(chan struct{})}
-	opened := g // a failed New returns nil: close what it opened
-	defer func() {
-		if err != nil {
-			opened.closeAll()
-		}
-	}()
-	if err := prepareDataDir(cfg.DataDir, log); err != nil {
-		return nil, err
-	}
-	keys, err := loadCodeKeys(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	outboxDropped := map[string]*metrics.Counter{
-		"bytes": g.metrics.NewCounter(`locky_outbox_dropped_total{reason="bytes"}`),
-		"age":   g.metrics.NewCounter(`locky_outbox_dropped_total{reason="age"}`),
-	}
-	g.store, err = store.Open(store.Config{
-		Path:                 filepath.Join(cfg.DataDir, "locky.db"),
-		CodeKey:              keys.current,
-		PreviousCodeKey:      keys.previous,
-		PreviousCodeKeyUntil: keys.previousUntil,
-		OutboxMaxBytes:       cfg.OutboxMaxBytes,
-		OutboxMaxAge:         cfg.OutboxMaxAge,
-		Retention:            cfg.Retention,
-		OnDrop:               func(reason string, n int) { outboxDropped[reason].Add(n) },
-		OnCommit:             g.publishLocal,
-		Metrics:              g.metrics,
-		Logger:               log,
+	g := &Gateway{cfg: cfg, log: log, metrics: metrics.NewSet(), started: time.Now(),
+		stopped: make(chan struct{}), readyCh: make(chan struct{}), failed: make(chan error, 1)}
+	var keys codeKeys
+	err := g.startAll([]step{
+		{"data dir", g.openDataDir},
+		{"code keys", func() (err error) { keys, err = g.loadKeys(); return err }},
+		{"store", func() error { return g.openStore(keys) }},
+		{"http listener", g.listenHTTP},
+		{"mqtt listener", g.newBroker},
+		{"handlers", g.newHandlers},
+		{"cloud bridge", g.newBridge},
+		{"metrics push", g.newPush},
 	})
 	if err != nil {
 		return nil, err
 	}
+	return g, nil
+}
+
+// startAll runs steps in order. When one fails, it stops every step started
+// so far (New's ones included), in reverse order, and returns the error.
+func (g *Gateway) startAll(steps []step) error {
+	for _, s := range steps {
+		t := time.Now()
+		if err := s.start(); err != nil {
+			g.log.Debug("start step failed; stopping what started", "step", s.name, "err", err)
+			return errors.Join(err, g.stopAll(slog.LevelDebug))
+		}
+		g.log.Debug("started", "step", s.name, "took", time.Since(t).Round(time.Microsecond))
+	}
+	return nil
+}
+
+// onStop records how to stop a step that started.
+func (g *Gateway) onStop(name string, stop func() error) {
+	g.stops = append(g.stops, stopStep{name, stop})
+}
+
+// stopAll stops every step started and not stopped yet, the last started
+// first, each once, logging its name and how long it took at level. A step
+// that fails is logged and the others are stopped still; the failures are
+// returned joined.
+func (g *Gateway) stopAll(level slog.Level) error {
+	var errs []error
+	for len(g.stops) > 0 {
+		s := g.stops[len(g.stops)-1]
+		g.stops = g.stops[:len(g.stops)-1]
+		t := time.Now()
+		if err := s.stop(); err != nil {
+			g.log.Error("stop step failed", "step", s.name, "err", err)
+			errs = append(errs, fmt.Errorf("stopping %s: %w", s.name, err))
+		}
+		g.log.Log(context.Background(), level, "stopped", "step", s.name, "took", time.Since(t).Round(time.Microsecond))
+	}
+	return errors.Join(errs...)
+}
+
+// goStep runs fn on a goroutine of its own and records its stop: stop (if
+// any) and the end of fn's context, then the wait for fn to return. An error
+// from fn means the part stopped by itself: Run then stops the gateway.
+func (g *Gateway) goStep(name string, fn func(context.Context) error, stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := fn(ctx); err != nil {
+			g.fail(fmt.Errorf("%s stopped: %w", name, err))
+		}
+	}()
+	g.onStop(name, func() error {
+		var err error
+		if stop != nil {
+			err = stop()
+		}
+		cancel()
+		<-done
+		return err
+	})
+}
+
+// endless adapts a loop that runs until its context ends to goStep.
+func endless(loop func(context.Context)) func(context.Context) error {
+	return func(ctx context.Context) error { loop(ctx); return nil }
+}
+
+// fail tells Run that a part stopped by itself; Run returns the first such
+// error, and the others are logged.
+func (g *Gateway) fail(err error) {
+	select {
+	case g.failed <- err:
+	default:
+		g.log.Error("a part of the gateway stopped", "err", err)
+	}
+}
+
+// openDataDir creates the data dir or checks the one there, and makes it
+// private, so that a file in its place or a directory this user cannot write
+// is said at once, not as the failure of what would write there first.
+func (g *Gateway) openDataDir() error {
+	if _, err := checkDataDirPath(g.cfg.DataDir); err != nil {
+		return err
+	}
+	if err := prepareDataDir(g.cfg.DataDir, g.log); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	return checkDataDirWritable(g.cfg.DataDir)
+}
+
+func (g *Gateway) loadKeys() (codeKeys, error) {
+	keys, err := loadCodeKeys(g.cfg, g.log)
+	if err != nil {
+		return keys, err
+	}
+	if !g.cfg.Dev && isExampleKey(keys.current) {
+		return keys, fmt.Errorf("the code key (--code-key or --code-key-file): %w", errExampleKey)
+	}
+	return keys, nil
+}
+
+func (g *Gateway) openStore(keys codeKeys) error {
+	outboxDropped := map[string]*metrics.Counter{
+		"bytes": g.metrics.NewCounter(`locky_outbox_dropped_total{reason="bytes"}`),
+		"age":   g.metrics.NewCounter(`locky_outbox_dropped_total{reason="age"}`),
+	}
+	st, err := store.Open(store.Config{
+		Path:                 filepath.Join(g.cfg.DataDir, "locky.db"),
+		CodeKey:              keys.current,
+		PreviousCodeKey:      keys.previous,
+		PreviousCodeKeyUntil: keys.previousUntil,
+		OutboxMaxBytes:       g.cfg.OutboxMaxBytes,
+		OutboxMaxAge:         g.cfg.OutboxMaxAge,
+		Retention:            g.cfg.Retention,
+		OnDrop:               func(reason string, n int) { outboxDropped[reason].Add(n) },
+		OnCommit:             g.publishLocal,
+		Metrics:              g.metrics,
+		Logger:               g.log,
+	})
+	if err != nil {
+		return fmt.Errorf("--data-dir %s: %w", g.cfg.DataDir, err)
+	}
+	g.store = st
+	g.onStop("store", g.store.Close)
+	g.registerMetrics()
+	return nil
+}
+
+// listenHTTP binds the HTTP address; Run serves it. Its stop closes the
+// listener if Run did not serve it (Run's own step shuts the server down).
+func (g *Gateway) listenHTTP() error {
+	ln, err := net.Listen("tcp", g.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", g.cfg.HTTPAddr, err)
+	}
+	g.httpLn = ln
+	g.onStop("http listener", func() error {
+		if g.httpDone != nil {
+			return nil // served: closed by the server's shutdown
+		}
+		return g.httpLn.Close()
+	})
+	return nil
+}
+
+// newBroker creates the broker and binds its listener; Run starts it. The
+// stop here closes a broker that Run did not start.
+func (g *Gateway) newBroker() error {
+	cfg := g.cfg
 	var users []broker.User
 	if cfg.MQTTUsers != "" {
+		var err error
 		if users, err = broker.ReadUsers(cfg.MQTTUsers); err != nil {
-			return nil, err
+			return fmt.Errorf("--mqtt-users: %w", err)
 		}
 	}
-	switch {
-	case cfg.Dev:
-		log.Warn("dev mode: the local broker accepts anonymous clients on every topic; do not use in production", "mqtt_addr", cfg.MQTTAddr)
-	case len(users) == 0:
-		log.Warn("no --mqtt-users: the local broker refuses every client; only the gateway's own handlers use it", "mqtt_addr", cfg.MQTTAddr)
-	}
-	g.broker, err = broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: users, Metrics: g.metrics, Logger: log,
+	b, err := broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: users, Metrics: g.metrics, Logger: g.log,
 		MaxClients: cfg.MQTTMaxClients, MaxPerAddr: cfg.MQTTMaxPerAddr, ConnectTimeout: cfg.MQTTConnectTimeout, MaxRetained: cfg.MQTTMaxRetained})
 	if err != nil {
-		return nil, err
+		return err
 	}
+	g.broker = b
+	g.onStop("mqtt listener", g.broker.Close)
+	switch {
+	case cfg.Dev:
+		g.log.Warn("dev mode: the local broker accepts anonymous clients on every topic; do not use in production", "mqtt_addr", cfg.MQTTAddr)
+	case len(users) == 0:
+		g.log.Warn("no --mqtt-users: the local broker refuses every client; only the gateway's own handlers use it", "mqtt_addr", cfg.MQTTAddr)
+	}
+	return nil
+}
+
+// newHandlers creates the handlers and the simulated doors; nothing of them
+// runs before Run.
+func (g *Gateway) newHandlers() error {
+	cfg := g.cfg
+	var err error
 	g.controller, err = controller.New(controller.Config{
-		Store: g.store, Broker: g.broker, Metrics: g.metrics, Logger: log,
+		Store: g.store, Broker: g.broker, Metrics: g.metrics, Logger: g.log,
 		Grace: cfg.Grace, DoorTimeout: cfg.DoorTimeout, LeftOpenAfter: cfg.LeftOpenAfter,
 		LockoutThreshold: cfg.LockoutThreshold, LockoutWindow: cfg.LockoutWindow,
 		LockoutBase: cfg.LockoutBase, LockoutMax: cfg.LockoutMax, LockoutResetAfter: cfg.LockoutResetAfter,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	g.downstream, err = storehandler.New(storehandler.Config{Store: g.store, Grace: cfg.Grace, Metrics: g.metrics, Logger: log})
+	g.downstream, err = storehandler.New(storehandler.Config{Store: g.store, Grace: cfg.Grace, Metrics: g.metrics, Logger: g.log})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.SimDoors > 0 {
 		if g.sim, err = simdoors.New(simdoors.Config{Doors: cfg.SimDoors, AutoClose: cfg.SimAutoClose}); err != nil {
-			return nil, err
+			return fmt.Errorf("--sim-doors: %w", err)
 		}
 		created, err := g.store.EnsureDoors(cfg.SimDoors, cfg.SimDoorSize)
 		if err != nil {
-			return nil, fmt.Errorf("cannot create the simulated doors: %w", err)
+			return fmt.Errorf("cannot create the simulated doors (--sim-doors): %w", err)
 		}
 		if created {
-			log.Info("empty store: created the simulated doors", "doors", cfg.SimDoors, "size", cfg.SimDoorSize)
+			g.log.Info("empty store: created the simulated doors", "doors", cfg.SimDoors, "size", cfg.SimDoorSize)
 		}
-		if g.doors, err = door.New(door.Config{Driver: g.sim, Broker: g.broker, Logger: log}); err != nil {
-			return nil, err
-		}
-	}
-	if g.screen, err = screen.New(g.broker); err != nil {
-		return nil, err
-	}
-	if cfg.CloudURL != "" {
-		up, err := ParseMappings(cfg.CloudUp)
-		if err != nil {
-			return nil, fmt.Errorf("--cloud-up: %w", err)
-		}
-		down, err := ParseMappings(cfg.CloudDown)
-		if err != nil {
-			return nil, fmt.Errorf("--cloud-down: %w", err)
-		}
-		g.bridge, err = bridge.New(bridge.Config{
-			LockerID: cfg.LockerID, URL: cfg.CloudURL,
-			Username: cfg.CloudUsername, Password: cfg.CloudPassword,
-			CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
-			SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down, RetryMax: cfg.CloudRetryMax,
-			Outbox: g.store, Local: downstreamLocal{g},
-			Version: Version, Logger: log, Metrics: g.metrics,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("cannot set up the cloud bridge: %w", err)
+		if g.doors, err = door.New(door.Config{Driver: g.sim, Broker: g.broker, Logger: g.log}); err != nil {
+			return err
 		}
 	}
+	g.screen, err = screen.New(g.broker)
+	return err
+}
+
+// newBridge sets up the cloud bridge; it connects in Run.
+func (g *Gateway) newBridge() error {
+	cfg := g.cfg
+	if cfg.CloudURL == "" {
+		return nil
+	}
+	up, err := ParseMappings(cfg.CloudUp)
+	if err != nil {
+		return fmt.Errorf("--cloud-up: %w", err)
+	}
+	down, err := ParseMappings(cfg.CloudDown)
+	if err != nil {
+		return fmt.Errorf("--cloud-down: %w", err)
+	}
+	g.bridge, err = bridge.New(bridge.Config{
+		LockerID: cfg.LockerID, URL: cfg.CloudURL,
+		Username: cfg.CloudUsername, Password: cfg.CloudPassword,
+		CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
+		SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down, RetryMax: cfg.CloudRetryMax,
+		Outbox: g.store, Local: downstreamLocal{g},
+		Version: Version, Logger: g.log, Metrics: g.metrics,
+	})
+	if err != nil {
+		return fmt.Errorf("cannot set up the cloud bridge (--cloud-url and its credentials): %w", err)
+	}
+	return nil
+}
+
+// newPush sets up the metrics push; it pushes in Run.
+func (g *Gateway) newPush() error {
+	if g.cfg.MetricsPushURL == "" {
+		return nil
+	}
+	var err error
+	g.push, err = metricspush.New(metricspush.Config{URL: g.cfg.MetricsPushURL, LockerID: g.cfg.LockerID,
+		Interval: g.cfg.MetricsPushInterval, Metrics: g.metrics, Logger: g.log, Write: g.writeMetrics})
+	if err != nil {
+		return fmt.Errorf("cannot set up the metrics push (--metrics-push-url): %w", err)
+	}
+	return nil
+}
+
+// serveWeb subscribes the web pages, starts their refresh and serves them
+// with the rest of HTTP. The pages stop first, so that the server's shutdown
+// does not wait on their event streams.
+func (g *Gateway) serveWeb() error {
+	cfg := g.cfg
 	webCfg := web.Config{
 		Store: g.store, Broker: g.broker, Submit: g.screen.Submit, Clients: g.broker.Clients,
 		LockerID: cfg.LockerID, Version: Version, Started: g.started, Dev: cfg.Dev,
-		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, Logger: log,
+		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, Logger: g.log,
 	}
 	if g.sim != nil {
 		webCfg.CloseDoor = g.sim.Close
@@ -189,23 +393,28 @@ func New(cfg Config, log *slog.Logger) (g *Gateway, err error) {
 	if g.bridge != nil {
 		webCfg.BridgeUp = g.bridge.LinkUp
 	}
-	if g.web, err = web.New(webCfg); err != nil {
-		return nil, err
-	}
-	g.registerMetrics()
-	if cfg.MetricsPushURL != "" {
-		g.push, err = metricspush.New(metricspush.Config{URL: cfg.MetricsPushURL, LockerID: cfg.LockerID,
-			Interval: cfg.MetricsPushInterval, Metrics: g.metrics, Logger: log, Write: g.writeMetrics})
-		if err != nil {
-			return nil, fmt.Errorf("cannot set up the metrics push: %w", err)
-		}
-	}
-	g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	w, err := web.New(webCfg)
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", cfg.HTTPAddr, err)
+		return err
 	}
+	g.web = w
 	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 5 * time.Second}
-	return g, nil
+	g.httpDone = make(chan struct{})
+	go func() {
+		defer close(g.httpDone)
+		if err := g.http.Serve(g.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			g.fail(fmt.Errorf("HTTP server stopped: %w", err))
+		}
+	}()
+	g.onStop("http", func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err := g.http.Shutdown(sctx)
+		<-g.httpDone
+		return err
+	})
+	g.onStop("web pages (their event streams end)", g.web.Close)
+	return nil
 }
 
 // publishLocal publishes committed outbox messages on the local broker, for
@@ -246,15 +455,24 @@ func (g *Gateway) WaitReady(ctx context.Context) error {
 	}
 }
 
-// Run starts everything and serves until ctx ends, then stops gracefully:
-// no new codes, open door cycles persisted, outbox flushed, everything closed.
+// Run starts the rest of the start list and serves until ctx ends or a part
+// stops by itself, then stops gracefully, every step in reverse start order,
+// each named and timed in the log: no new codes, open door cycles persisted,
+// outbox flushed, everything closed. If a step fails to start, the steps
+// started so far are stopped and Run returns its error. Either way, when Run
+// returns nothing of the gateway runs or holds the data dir. Run may be called
+// once, and not after Close.
 func (g *Gateway) Run(ctx context.Context) error {
-	defer close(g.stopped)
-	runCtx, cancel := context.WithCancel(context.Background())
+	g.life.Lock()
+	if g.state != opened {
+		g.life.Unlock()
+		return errors.New("gateway: Run may be called once, after New and before Close")
+	}
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	ctrlDone := make(chan error, 1)
-	go func() { ctrlDone <- g.controller.Run(runCtx) }()
+	g.state, g.cancel = running, cancel
+	g.life.Unlock()
+	defer close(g.stopped)
 
 	subs := []struct {
 		filter string
@@ -274,40 +492,82 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}},
 		{contract.TopicDownAll, g.handleDown},
 	}
-	for _, s := range subs {
-		if err := g.broker.Subscribe(s.filter, s.fn); err != nil {
-			return fmt.Errorf("cannot subscribe to %s: %w", s.filter, err)
-		}
-	}
-	if err := g.screen.Start(); err != nil {
-		return fmt.Errorf("cannot start the screen handler: %w", err)
-	}
-	if g.doors != nil {
-		if err := g.doors.Start(runCtx); err != nil {
-			return fmt.Errorf("cannot start the door handler: %w", err)
-		}
-	}
-	if err := g.broker.Start(); err != nil {
-		return fmt.Errorf("cannot start the broker: %w", err)
-	}
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- g.http.Serve(g.httpLn) }()
-	go g.pruneLoop(runCtx)
-	if g.bridge != nil {
-		go func() {
-			if err := g.bridge.Run(runCtx); err != nil {
-				g.log.Error("the cloud bridge stopped; the locker works on, its outbox grows until restart", "err", err)
+	// The rest of the start list. Its reverse is the graceful stop: the
+	// controller first (no new codes), the store last.
+	err := g.startAll([]step{
+		{"subscriptions", func() error { // before the broker takes clients: no message is missed
+			for _, s := range subs {
+				if err := g.broker.Subscribe(s.filter, s.fn); err != nil {
+					return fmt.Errorf("cannot subscribe to %s: %w", s.filter, err)
+				}
 			}
-		}()
-	}
-	go g.watchdogLoop(runCtx)
-	if g.push != nil {
-		go func() {
-			if err := g.push.Run(runCtx); err != nil {
-				g.log.Error("the metrics push stopped", "err", err)
+			if err := g.screen.Start(); err != nil {
+				return fmt.Errorf("cannot start the screen handler: %w", err)
 			}
-		}()
+			return nil
+		}},
+		{"broker", func() error {
+			if err := g.broker.Start(); err != nil {
+				return fmt.Errorf("cannot start the broker: %w", err)
+			}
+			g.onStop("broker", g.broker.Close)
+			return nil
+		}},
+		{"web pages and http", g.serveWeb},
+		{"metrics push", func() error {
+			if g.push != nil {
+				g.goStep("metrics push", func(ctx context.Context) error {
+					if err := g.push.Run(ctx); err != nil {
+						g.log.Error("the metrics push stopped", "err", err)
+					}
+					return nil
+				}, g.push.Close)
+			}
+			return nil
+		}},
+		{"door driver", func() error {
+			if g.doors == nil {
+				return nil
+			}
+			dctx, dcancel := context.WithCancel(context.Background())
+			if err := g.doors.Start(dctx); err != nil {
+				dcancel()
+				return fmt.Errorf("cannot start the door handler: %w", err)
+			}
+			g.onStop("door driver", func() error { dcancel(); g.doors.Wait(); g.sim.Stop(); return nil })
+			return nil
+		}},
+		{"prune", func() error { g.goStep("prune", endless(g.pruneLoop), nil); return nil }},
+		{"systemd watchdog", func() error { g.goStep("systemd watchdog", endless(g.watchdogLoop), nil); return nil }},
+		{"cloud bridge", func() error {
+			if g.bridge != nil {
+				g.goStep("cloud bridge", func(ctx context.Context) error {
+					if err := g.bridge.Run(ctx); err != nil {
+						g.log.Error("the cloud bridge stopped; the locker works on, its outbox grows until restart", "err", err)
+					}
+					return nil
+				}, g.bridge.Close)
+			}
+			return nil
+		}},
+		{"controller", func() error {
+			// What the controller restores first, read here too: a database
+			// it cannot restore fails the start, before READY=1, rather
+			// than the controller once the locker says it serves.
+			if _, err := g.store.Cycles(); err != nil {
+				return fmt.Errorf("cannot restore the open door cycles: the database in --data-dir %s is damaged; restore it from a backup: %w", g.cfg.DataDir, err)
+			}
+			if _, err := g.store.Lockout(); err != nil {
+				return fmt.Errorf("cannot restore the screen lockout: the database in --data-dir %s is damaged; restore it from a backup: %w", g.cfg.DataDir, err)
+			}
+			g.goStep("controller (open door cycles stay persisted)", g.controller.Run, g.controller.Close)
+			return nil
+		}},
+	})
+	if err != nil {
+		return err
 	}
+
 	g.ready.Store(true)
 	close(g.readyCh)
 	if err := sdNotify("READY=1"); err != nil {
@@ -319,42 +579,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-ctrlDone:
-		runErr = fmt.Errorf("controller stopped: %w", err)
-	case err := <-httpDone:
-		runErr = fmt.Errorf("HTTP server stopped: %w", err)
+	case runErr = <-g.failed:
 	}
 	g.ready.Store(false)
 	g.log.Info("stopping")
 	if err := sdNotify("STOPPING=1"); err != nil {
 		g.log.Warn("cannot tell systemd the gateway is stopping", "err", err)
 	}
-	step := func(name string, fn func() error) {
-		t := time.Now()
-		if err := fn(); err != nil {
-			g.log.Error("stop step failed", "step", name, "err", err)
-		}
-		g.log.Info("stopped", "step", name, "took", time.Since(t).Round(time.Microsecond))
-	}
-	step("controller (open door cycles stay persisted)", g.controller.Close)
-	if g.bridge != nil {
-		step("cloud bridge", g.bridge.Close)
-	}
-	cancel()
-	if g.doors != nil {
-		step("door driver", func() error { g.doors.Wait(); g.sim.Stop(); return nil })
-	}
-	if g.push != nil {
-		step("metrics push", g.push.Close)
-	}
-	step("web pages (their event streams end)", g.web.Close)
-	step("http", func() error {
-		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-		defer c()
-		return g.http.Shutdown(sctx)
-	})
-	step("broker", g.broker.Close)
-	step("store", g.store.Close)
+	g.closeErr = g.stopAll(slog.LevelInfo)
 	return runErr
 }
 
@@ -406,30 +638,27 @@ func (g *Gateway) pruneLoop(ctx context.Context) {
 	}
 }
 
-// Close releases what New opened when Run was never called. After Run it
-// does nothing.
+// Close stops the gateway and releases the data dir. Before Run it stops
+// what New started, in reverse order; during Run it ends Run as the end of
+// its context would and waits for Run's graceful stop; after Run it only
+// waits. It returns the errors of the steps that failed to stop (nil after a
+// failed start: Run returned those). It is safe to call more than once and
+// from any goroutine.
 func (g *Gateway) Close() error {
-	g.closeOnce.Do(func() {
-		select {
-		case <-g.stopped:
-		default:
-			g.closeAll()
-		}
-	})
+	g.life.Lock()
+	switch g.state {
+	case opened:
+		g.state = closed
+		g.life.Unlock()
+		g.closeErr = g.stopAll(slog.LevelDebug)
+		close(g.stopped)
+	case running:
+		cancel := g.cancel
+		g.life.Unlock()
+		cancel()
+	default:
+		g.life.Unlock()
+	}
+	<-g.stopped
 	return g.closeErr
-}
-
-func (g *Gateway) closeAll() {
-	if g.web != nil {
-		_ = g.web.Close()
-	}
-	if g.httpLn != nil {
-		_ = g.httpLn.Close()
-	}
-	if g.broker != nil {
-		_ = g.broker.Close()
-	}
-	if g.store != nil {
-		g.closeErr = g.store.Close()
-	}
 }

@@ -47,6 +47,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if opts.CheckConfig {
+		warnings, err := gateway.Check(cfg)
+		for _, w := range warnings {
+			fmt.Fprintln(stderr, "locky-gateway: warning:", w)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "locky-gateway:", err)
+			return 2
+		}
 		fmt.Fprintln(stdout, "configuration ok")
 		return 0
 	}
@@ -57,7 +65,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	defer g.Close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -66,8 +73,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		stop() // a second Ctrl-C kills the process
 	}()
 	log.Info("starting", "version", gateway.Version, "since_exec", time.Since(start).Round(time.Microsecond))
+	// Run stops everything it or New started before it returns, also when
+	// it fails to start; Close only reports what failed to stop (logged).
 	if err := g.Run(ctx); err != nil {
 		log.Error("stopped with an error", "err", err)
+		return 1
+	}
+	if err := g.Close(); err != nil {
 		return 1
 	}
 	log.Info("stopped cleanly", "uptime", time.Since(start).Round(time.Millisecond))
