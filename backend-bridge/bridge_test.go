@@ -100,9 +100,9 @@ func TestCloudBrokerRestart(t *testing.T) {
 	backend.expectEvents(t, eventTopic("L1"), 1, 400)
 
 	// And a restart with the bridge connected and the back-end publishing.
-	connects := metricValue(t, set, "locky_bridge_connects_total")
+	connects := metricValue(t, set, `locky_bridge_connects_total{result="ok"}`)
 	cloud.Restart()
-	waitUntil(t, "reconnected", func() bool { return metricValue(t, set, "locky_bridge_connects_total") > connects })
+	waitUntil(t, "reconnected", func() bool { return metricValue(t, set, `locky_bridge_connects_total{result="ok"}`) > connects })
 	backend.publish(t, "lockers/L1/down/reservations", `{"msg_id":"after"}`)
 	appendEvents(t, s, 100)
 	backend.expectEvents(t, eventTopic("L1"), 401, 100)
@@ -171,7 +171,7 @@ func TestLocalFailureNotAcked(t *testing.T) {
 	if n := loc.attemptsOf(`{"msg_id":"m-1"}`); n < 2 {
 		t.Errorf("m-1 was offered locally %d times; want a refusal and a redelivery", n)
 	}
-	if got := metricValue(t, set, "locky_bridge_downstream_errors_total"); got != 1 {
+	if got := metricValue(t, set, `locky_bridge_messages_received_total{result="failed"}`); got != 1 {
 		t.Errorf("downstream errors %v; want 1", got)
 	}
 	waitUntil(t, "link up again", b.LinkUp)

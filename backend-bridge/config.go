@@ -111,8 +111,10 @@ type Config struct {
 	Version string
 	// Logger receives the bridge's logs. Nil means slog.Default().
 	Logger *slog.Logger
-	// Metrics receives the bridge's metrics (locky_bridge_*). Nil means a set
-	// of the bridge's own (see Bridge.Metrics). A set holds one bridge.
+	// Metrics receives the bridge's metrics (locky_bridge_*, and the outbox
+	// messages it drops as locky_outbox_dropped_total{reason="unmapped"}).
+	// Nil means a set of the bridge's own (see Bridge.Metrics). A set holds
+	// one bridge.
 	Metrics *metrics.Set
 	// LogEvery rate-limits each repeating error (a dead uplink, refused
 	// credentials) to one line per period, with the count of those left out.

@@ -8,7 +8,8 @@ import (
 )
 
 // bridgeMetrics are created at New so that they exist, at zero, before the
-// first connection.
+// first connection. An outcome is a label of one family (result=…, reason=…),
+// not a family of its own.
 type bridgeMetrics struct {
 	connects       *metrics.Counter // connections established
 	connectErrors  *metrics.Counter // failed attempts: dial, TLS, refused CONNECT
@@ -20,11 +21,25 @@ type bridgeMetrics struct {
 	downstreamErrs *metrics.Counter // downstream messages the local broker refused, or unmapped
 }
 
+// The series of a bridge. The outbox messages it drops (no Up mapping
+// matches them) are counted with the outbox's own drops, under their reason.
+const (
+	metricLinkUp        = "locky_bridge_link_up"
+	metricLinkDown      = "locky_bridge_link_down_seconds"
+	metricInflight      = "locky_bridge_inflight_messages"
+	metricConnected     = `locky_bridge_connects_total{result="ok"}`
+	metricConnectFailed = `locky_bridge_connects_total{result="failed"}`
+	metricSent          = "locky_bridge_messages_sent_total"
+	metricAccepted      = `locky_bridge_pubacks_total{result="accepted"}`
+	metricRejected      = `locky_bridge_pubacks_total{result="rejected"}`
+	metricUnmapped      = `locky_outbox_dropped_total{reason="unmapped"}`
+	metricDelivered     = `locky_bridge_messages_received_total{result="delivered"}`
+	metricDeliverFailed = `locky_bridge_messages_received_total{result="failed"}`
+)
+
 var metricNames = []string{
-	"locky_bridge_link_up", "locky_bridge_link_down_seconds", "locky_bridge_inflight",
-	"locky_bridge_connects_total", "locky_bridge_connect_errors_total",
-	"locky_bridge_sent_total", "locky_bridge_acked_total", "locky_bridge_rejected_total",
-	"locky_bridge_dropped_total", "locky_bridge_downstream_total", "locky_bridge_downstream_errors_total",
+	metricLinkUp, metricLinkDown, metricInflight, metricConnected, metricConnectFailed, metricSent,
+	metricAccepted, metricRejected, metricUnmapped, metricDelivered, metricDeliverFailed,
 }
 
 func newMetrics(s *metrics.Set, b *Bridge) (*bridgeMetrics, error) {
@@ -34,27 +49,27 @@ func newMetrics(s *metrics.Set, b *Bridge) (*bridgeMetrics, error) {
 			return nil, configErr("Metrics already holds %s: give each bridge its own metrics.Set", n)
 		}
 	}
-	s.NewGauge("locky_bridge_link_up", func() float64 {
+	s.NewGauge(metricLinkUp, func() float64 {
 		if b.LinkUp() {
 			return 1
 		}
 		return 0
 	})
-	s.NewGauge("locky_bridge_link_down_seconds", func() float64 {
+	s.NewGauge(metricLinkDown, func() float64 {
 		if b.LinkUp() {
 			return 0
 		}
 		return time.Since(time.Unix(0, b.downSince.Load())).Seconds()
 	})
-	s.NewGauge("locky_bridge_inflight", func() float64 { return float64(b.inflight.Load()) })
+	s.NewGauge(metricInflight, func() float64 { return float64(b.inflight.Load()) })
 	return &bridgeMetrics{
-		connects:       s.NewCounter("locky_bridge_connects_total"),
-		connectErrors:  s.NewCounter("locky_bridge_connect_errors_total"),
-		sent:           s.NewCounter("locky_bridge_sent_total"),
-		acked:          s.NewCounter("locky_bridge_acked_total"),
-		rejected:       s.NewCounter("locky_bridge_rejected_total"),
-		dropped:        s.NewCounter("locky_bridge_dropped_total"),
-		downstream:     s.NewCounter("locky_bridge_downstream_total"),
-		downstreamErrs: s.NewCounter("locky_bridge_downstream_errors_total"),
+		connects:       s.NewCounter(metricConnected),
+		connectErrors:  s.NewCounter(metricConnectFailed),
+		sent:           s.NewCounter(metricSent),
+		acked:          s.NewCounter(metricAccepted),
+		rejected:       s.NewCounter(metricRejected),
+		dropped:        s.NewCounter(metricUnmapped),
+		downstream:     s.NewCounter(metricDelivered),
+		downstreamErrs: s.NewCounter(metricDeliverFailed),
 	}, nil
 }

@@ -143,14 +143,14 @@ func TestWrongCredentials(t *testing.T) {
 	cloud := testenv.StartMosquitto(t, testenv.WithPasswordFile(pw))
 	set := metrics.NewSet()
 	b := startBridge(t, Config{URL: cloud.URL(), Username: "L1", Password: "wrong", Outbox: newStore(t), Local: newLocal(t), Metrics: set})
-	waitUntil(t, "3 connect errors", func() bool { return metricValue(t, set, "locky_bridge_connect_errors_total") >= 3 })
+	waitUntil(t, "3 connect errors", func() bool { return metricValue(t, set, `locky_bridge_connects_total{result="failed"}`) >= 3 })
 	if b.LinkUp() {
 		t.Error("link up with a wrong password")
 	}
 	if got := metricValue(t, set, "locky_bridge_link_up"); got != 0 {
 		t.Errorf("locky_bridge_link_up %v; want 0", got)
 	}
-	if got := metricValue(t, set, "locky_bridge_connects_total"); got != 0 {
+	if got := metricValue(t, set, `locky_bridge_connects_total{result="ok"}`); got != 0 {
 		t.Errorf("locky_bridge_connects_total %v; want 0", got)
 	}
 }

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,15 +36,96 @@ func (g *Gateway) routes() http.Handler {
 	return mux
 }
 
-// writeMetrics writes every metric of the gateway in Prometheus text format.
+// writeMetrics writes every metric of the gateway in Prometheus text format,
+// each family after its # HELP and # TYPE lines.
 func (g *Gateway) writeMetrics(w io.Writer) {
-	metrics.WriteProcessMetrics(w)
-	g.metrics.WritePrometheus(w)
+	var in, out bytes.Buffer
+	metrics.WriteProcessMetrics(&in)
+	g.metrics.WritePrometheus(&in)
+	out.Grow(in.Len() + 8<<10)
+	for line := range bytes.Lines(in.Bytes()) {
+		if name, ok := bytes.CutPrefix(line, []byte("# HELP ")); ok {
+			family := string(bytes.TrimSpace(name))
+			if help, ok := metricHelp[family]; ok {
+				out.WriteString("# HELP " + family + " " + helpEscaper.Replace(help) + "\n")
+				continue
+			}
+		}
+		out.Write(line)
+	}
+	w.Write(out.Bytes())
+}
+
+// helpEscaper escapes a # HELP text as the text format wants.
+var helpEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+
+// metricHelp is the # HELP text of every locky_ family, whichever package
+// registers it; VictoriaMetrics/metrics writes the # TYPE lines and an empty
+// # HELP, which this text fills. The names follow one scheme,
+// locky_<subsystem>_<what>_<unit>[_total]: the unit in the plural where the
+// value has one (seconds, bytes, messages), _total on counters and only
+// there, and the outcome of an operation is a label of its family (result;
+// reason for what is refused or dropped; status for a state), never a family
+// of its own. README.md lists the families; TestMetricsExistFromTheStart
+// holds this map, that list and /metrics to each other.
+var metricHelp = map[string]string{
+	"locky_build_info":             "The gateway's version and commit, as labels; always 1.",
+	"locky_gateway_uptime_seconds": "Time since the gateway process started.",
+	"locky_gateway_ready":          "1 while the gateway serves: broker listening, store open, handlers subscribed.",
+
+	"locky_broker_clients_connected":          "MQTT clients connected to the local broker, the gateway's own handlers not counted.",
+	"locky_broker_subscriptions":              "Subscriptions on the local broker.",
+	"locky_broker_retained_messages":          "Retained messages the local broker holds.",
+	"locky_broker_inflight_messages":          "QoS 1 and 2 messages sent to clients and not yet acknowledged.",
+	"locky_broker_messages_received_total":    "PUBLISH packets the local broker received from clients.",
+	"locky_broker_messages_sent_total":        "PUBLISH packets the local broker sent to clients.",
+	"locky_broker_messages_dropped_total":     "Messages to a slow client dropped, by reason: queue_full (its write queue was full), inflight_full (too many unacknowledged).",
+	"locky_broker_bytes_received_total":       "Bytes the local broker received from clients.",
+	"locky_broker_bytes_sent_total":           "Bytes the local broker sent to clients.",
+	"locky_broker_connections_open":           "TCP connections open to the local broker.",
+	"locky_broker_connections_connecting":     "Connections to the local broker that have not yet delivered their CONNECT.",
+	"locky_broker_connections_refused_total":  "Connections to the local broker refused by a limit, by reason.",
+	"locky_broker_auth_failures_total":        "Clients refused by the local broker's authentication or ACL, by reason.",
+	"locky_broker_packets_too_large_total":    "Clients disconnected for a packet over the maximum packet size.",
+	"locky_broker_retained_refused_total":     "Retained publishes on a new topic refused past the retained-message limit.",
+	"locky_broker_log_lines_suppressed_total": "Log lines of the local broker left out by the rate limit.",
+
+	"locky_workflow_code_attempts_total":     "Codes entered on the screen, by the answer shown (result).",
+	"locky_workflow_code_to_command_seconds": "Time from a code received to the open command published to its door.",
+	"locky_workflow_code_to_open_seconds":    "Time from a code received to its door reporting open.",
+	"locky_workflow_door_cycles_total":       "Door cycles completed: opened for a code, then closed.",
+	"locky_workflow_door_faults_total":       "Doors that did not open in time or reported a fault.",
+	"locky_workflow_door_left_open_total":    "Doors left open past the alarm time.",
+	"locky_workflow_door_forced_open_total":  "Doors reported open with no command in flight.",
+	"locky_workflow_lockouts_total":          "Screen lockouts after too many invalid codes.",
+
+	"locky_store_reservations":                    "Reservations in the database, by status.",
+	"locky_store_db_size_bytes":                   "Size of the database file.",
+	"locky_store_commit_seconds":                  "Time of each write transaction of the database, its fsync included.",
+	"locky_store_downstream_messages_total":       "Messages from the back-end on locky/down/*, by result: accepted, rejected (acked with an error), failed (not acked, redelivered).",
+	"locky_store_previous_code_key_matches_total": "Codes found under the previous code key during a key rotation.",
+
+	"locky_outbox_messages":                "Upstream messages in the outbox, not yet acknowledged by the cloud broker.",
+	"locky_outbox_bytes":                   "Bytes of the upstream messages in the outbox.",
+	"locky_outbox_oldest_age_seconds":      "Age of the oldest message in the outbox; 0 when it is empty.",
+	"locky_outbox_dropped_total":           "Outbox messages dropped, by reason: bytes or age (the outbox limits), unmapped (no bridge mapping matches).",
+	"locky_bridge_link_up":                 "1 while the bridge is connected to the cloud broker, online published and subscribed.",
+	"locky_bridge_link_down_seconds":       "Time since the link to the cloud broker went down; 0 while it is up.",
+	"locky_bridge_inflight_messages":       "Upstream messages published to the cloud broker and not yet acknowledged.",
+	"locky_bridge_connects_total":          "Connection attempts to the cloud broker, by result: ok, failed (dial, TLS, refused CONNECT).",
+	"locky_bridge_messages_sent_total":     "Upstream PUBLISH packets sent to the cloud broker, resends included.",
+	"locky_bridge_pubacks_total":           "The cloud broker's PUBACKs, by result: accepted (the message leaves the outbox), rejected (kept, sent again).",
+	"locky_bridge_messages_received_total": "Downstream messages from the cloud broker, by result: delivered to the local broker, failed (refused or unmapped).",
+
+	"locky_metrics_pushes_total": "Pushes of these metrics to VictoriaMetrics, by result: ok, failed (its samples are dropped).",
 }
 
 // registerMetrics adds the process-wide and store gauges. Store figures come
 // from one read of the database per second at most, however many gauges ask.
+// It also turns on the # TYPE and # HELP lines of VictoriaMetrics/metrics,
+// a setting of the whole process.
 func (g *Gateway) registerMetrics() {
+	metrics.ExposeMetadata(true)
 	s := g.metrics
 	s.NewGauge(`locky_build_info{version="`+Version+`",commit="`+Commit+`"}`, func() float64 { return 1 })
 	s.NewGauge("locky_gateway_uptime_seconds", func() float64 { return time.Since(g.started).Seconds() })

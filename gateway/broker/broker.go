@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -36,7 +37,9 @@ type Config struct {
 	// but below this get a specific error answer from their handler.
 	MaxPacketSize uint32
 	// MaxWritesPending bounds the queue of messages to one slow client; past
-	// it, messages to that client are dropped and counted. Zero means 8192.
+	// it, messages to that client are dropped and counted
+	// (locky_broker_messages_dropped_total{reason="queue_full"}). Zero means
+	// 8192.
 	MaxWritesPending int32
 
 	// The limits of clients (SPEC §6: abuse is bounded and counted), sized
@@ -74,7 +77,8 @@ type Config struct {
 	MaxRetained int
 	// MaxInflight bounds the QoS 1 and 2 messages to one client awaiting
 	// its acknowledgement; past it, messages to that client are dropped and
-	// counted (locky_broker_inflight_dropped_total). Zero means 8192.
+	// counted (locky_broker_messages_dropped_total{reason="inflight_full"}).
+	// Zero means 8192.
 	MaxInflight uint16
 
 	Metrics *metrics.Set // nil means a private set
@@ -246,15 +250,23 @@ func (b *Broker) registerMetrics(s *metrics.Set) {
 		s.NewGauge(name, func() float64 { return float64(atomic.LoadInt64(v)) })
 	}
 	gauge("locky_broker_clients_connected", &info.ClientsConnected)
-	gauge("locky_broker_messages_received_total", &info.MessagesReceived)
-	gauge("locky_broker_messages_sent_total", &info.MessagesSent)
-	gauge("locky_broker_messages_dropped_total", &info.MessagesDropped)
-	gauge("locky_broker_inflight_dropped_total", &info.InflightDropped)
 	gauge("locky_broker_retained_messages", &info.Retained)
 	gauge("locky_broker_inflight_messages", &info.Inflight)
 	gauge("locky_broker_subscriptions", &info.Subscriptions)
-	gauge("locky_broker_bytes_received_total", &info.BytesReceived)
-	gauge("locky_broker_bytes_sent_total", &info.BytesSent)
 	s.NewGauge("locky_broker_connections_open", func() float64 { open, _ := b.ln.counts(); return float64(open) })
 	s.NewGauge("locky_broker_connections_connecting", func() float64 { _, c := b.ln.counts(); return float64(c) })
+	// mochi keeps its own counters; they are written as counters, which a
+	// gauge of the set would not be.
+	s.RegisterMetricsWriter(func(w io.Writer) {
+		load := func(v *int64) uint64 { return uint64(max(atomic.LoadInt64(v), 0)) }
+		metrics.WriteCounterUint64(w, "locky_broker_messages_received_total", load(&info.MessagesReceived))
+		metrics.WriteCounterUint64(w, "locky_broker_messages_sent_total", load(&info.MessagesSent))
+		// Dropped to a slow client: its queue of MaxWritesPending was full,
+		// or MaxInflight of its QoS 1 and 2 messages awaited their ack.
+		metrics.WriteMetadataIfNeeded(w, "locky_broker_messages_dropped_total", "counter")
+		fmt.Fprintf(w, "locky_broker_messages_dropped_total{reason=%q} %d\n", "queue_full", load(&info.MessagesDropped))
+		fmt.Fprintf(w, "locky_broker_messages_dropped_total{reason=%q} %d\n", "inflight_full", load(&info.InflightDropped))
+		metrics.WriteCounterUint64(w, "locky_broker_bytes_received_total", load(&info.BytesReceived))
+		metrics.WriteCounterUint64(w, "locky_broker_bytes_sent_total", load(&info.BytesSent))
+	})
 }

@@ -37,9 +37,9 @@ type Config struct {
 	// Timeout bounds one push, connection included. Zero means Interval,
 	// at most 30 s.
 	Timeout time.Duration
-	// Metrics receives locky_metrics_pushes_total (every push attempted) and
-	// locky_metrics_push_errors_total (those that failed). Pass the set that
-	// Write writes, so that the pushes are counted in what is pushed. Nil
+	// Metrics receives locky_metrics_pushes_total{result="ok"|"failed"},
+	// each push counted once its result is known. Pass the set that Write
+	// writes, so that each push carries the results of those before it. Nil
 	// means a private set.
 	Metrics *metrics.Set
 	// Client sends the pushes. Nil means a client of its own with Timeout.
@@ -56,8 +56,8 @@ type Pusher struct {
 	cfg    Config
 	url    string
 	log    *slog.Logger
-	pushes *metrics.Counter
-	errs   *metrics.Counter
+	pushes *metrics.Counter // result="ok"
+	errs   *metrics.Counter // result="failed"
 
 	mu       sync.Mutex // serialises pushes and guards the log throttle
 	failing  int        // consecutive failures
@@ -116,8 +116,8 @@ func New(cfg Config) (*Pusher, error) {
 		cfg:    cfg,
 		url:    u.String(),
 		log:    cfg.Logger.With("component", "metricspush"),
-		pushes: cfg.Metrics.GetOrCreateCounter("locky_metrics_pushes_total"),
-		errs:   cfg.Metrics.GetOrCreateCounter("locky_metrics_push_errors_total"),
+		pushes: cfg.Metrics.GetOrCreateCounter(`locky_metrics_pushes_total{result="ok"}`),
+		errs:   cfg.Metrics.GetOrCreateCounter(`locky_metrics_pushes_total{result="failed"}`),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		own:    own,
@@ -169,7 +169,6 @@ func (p *Pusher) Run(ctx context.Context) error {
 func (p *Pusher) Push(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pushes.Inc()
 	err := p.send(ctx)
 	if err != nil {
 		p.errs.Inc()
@@ -182,6 +181,7 @@ func (p *Pusher) Push(ctx context.Context) error {
 		}
 		return err
 	}
+	p.pushes.Inc()
 	if p.failing > 0 {
 		p.log.Info("metrics push works again", "url", redact(p.cfg.URL), "failed_in_a_row", p.failing)
 		p.failing, p.unlogged, p.lastLog = 0, 0, time.Time{}

@@ -145,11 +145,11 @@ func TestRunPushesEveryIntervalWithTheLockerLabel(t *testing.T) {
 		if !strings.Contains(bodies[0], "locky_test_total 1\n") {
 			t.Fatalf("first push:\n%s\nwant locky_test_total 1", bodies[0])
 		}
-		// The pushes count themselves in what they push.
-		if !strings.Contains(bodies[3], "locky_metrics_pushes_total 4\n") {
-			t.Fatalf("fourth push:\n%s\nwant locky_metrics_pushes_total 4", bodies[3])
+		// Each push carries the results of those before it.
+		if !strings.Contains(bodies[3], `locky_metrics_pushes_total{result="ok"} 3`+"\n") {
+			t.Fatalf("fourth push:\n%s\nwant locky_metrics_pushes_total{result=\"ok\"} 3", bodies[3])
 		}
-		if got := counterValue(t, set, "locky_metrics_push_errors_total"); got != 0 {
+		if got := counterValue(t, set, `locky_metrics_pushes_total{result="failed"}`); got != 0 {
 			t.Fatalf("push errors %d; want 0", got)
 		}
 	})
@@ -180,7 +180,7 @@ func TestFailedPushesAreCountedDroppedAndLoggedOncePerPeriod(t *testing.T) {
 		go p.Run(context.Background())
 		time.Sleep(125*time.Second + time.Millisecond) // pushes at 0, 1, …, 125 s
 		synctest.Wait()
-		if got := counterValue(t, set, "locky_metrics_push_errors_total"); got != 126 {
+		if got := counterValue(t, set, `locky_metrics_pushes_total{result="failed"}`); got != 126 {
 			t.Fatalf("push errors %d; want 126", got)
 		}
 		if got := logs.count(slog.LevelWarn); got != 3 {
@@ -211,8 +211,8 @@ func TestFailedPushesAreCountedDroppedAndLoggedOncePerPeriod(t *testing.T) {
 		if calls != 127 {
 			t.Fatalf("%d requests; want 127", calls)
 		}
-		if got := counterValue(t, set, "locky_metrics_pushes_total"); got != 127 {
-			t.Fatalf("pushes %d; want 127", got)
+		if got := counterValue(t, set, `locky_metrics_pushes_total{result="ok"}`); got != 1 {
+			t.Fatalf("successful pushes %d; want 1 (after 126 failed)", got)
 		}
 	})
 }
@@ -272,7 +272,7 @@ func TestPushToVictoriaMetrics(t *testing.T) {
 	if err := bad.Push(context.Background()); err == nil || !strings.Contains(err.Error(), "400") && !strings.Contains(err.Error(), "404") {
 		t.Fatalf("push to a wrong path: %v; want VictoriaMetrics' refusal", err)
 	}
-	if got := counterValue(t, set, "locky_metrics_push_errors_total"); got != 1 {
+	if got := counterValue(t, set, `locky_metrics_pushes_total{result="failed"}`); got != 1 {
 		t.Fatalf("push errors %d; want 1", got)
 	}
 }

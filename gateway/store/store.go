@@ -33,8 +33,9 @@ type Config struct {
 	// PreviousCodeKey is ignored. The zero time means it is accepted for as
 	// long as it is configured.
 	PreviousCodeKeyUntil time.Time
-	// OpenTimeout bounds the wait for the file lock held by another process.
-	// Zero means 2 s.
+	// OpenTimeout bounds the wait for the file lock held by another process
+	// (another gateway on the same data dir): past it Open says so. Zero
+	// means 1 s.
 	OpenTimeout time.Duration
 	// OutboxMaxBytes bounds the outbox; past it the oldest messages are
 	// dropped. Zero means 64 MiB.
@@ -52,7 +53,8 @@ type Config struct {
 	// them on the local broker). Nil means nothing is called.
 	OnCommit func([]Message)
 	// Metrics receives locky_store_commit_seconds, the time of each write
-	// transaction including its fsync. Nil means a private set.
+	// transaction including its fsync (a histogram of fixed buckets, every
+	// one written from the start). Nil means a private set.
 	Metrics *metrics.Set
 	// Logger receives the store's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -83,13 +85,18 @@ var (
 		bucketCodes, bucketDoorIndex, bucketCycles, bucketLastCycles, bucketAudit, bucketOutbox}
 )
 
+// commitBuckets are the upper bounds of locky_store_commit_seconds: a bbolt
+// commit with its fsync takes milliseconds on a good SD card, up to seconds
+// on a worn one.
+var commitBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+
 // Store is the locker's database. It is safe for concurrent use.
 type Store struct {
 	cfg    Config
 	db     *bolt.DB
 	log    *slog.Logger
 	notify chan struct{}
-	commit *metrics.Histogram
+	commit *metrics.PrometheusHistogram
 	// previousMatches counts codes found under PreviousCodeKey: while it
 	// grows, the back-end has not re-sent every hash under CodeKey.
 	previousMatches *metrics.Counter
@@ -110,7 +117,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, errors.New("store: the previous code key is shorter than 16 bytes; configure the key the back-end hashed with before the rotation")
 	}
 	if cfg.OpenTimeout == 0 {
-		cfg.OpenTimeout = 2 * time.Second
+		cfg.OpenTimeout = time.Second
 	}
 	if cfg.OutboxMaxBytes == 0 {
 		cfg.OutboxMaxBytes = defaultOutboxMaxBytes
@@ -130,7 +137,7 @@ func Open(cfg Config) (*Store, error) {
 	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("cannot open %q: another process holds it (is a gateway already running on this data dir?): %w", cfg.Path, err)
+			return nil, fmt.Errorf("cannot open %q: another gateway (or lockyctl) is using this data dir, and its database stays locked while it runs: stop that first, or use another data dir: %w", cfg.Path, err)
 		}
 		return nil, fmt.Errorf("cannot open %q: %w", cfg.Path, err)
 	}
@@ -150,7 +157,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
 	}
 	return &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
-		commit:          cfg.Metrics.GetOrCreateHistogram("locky_store_commit_seconds"),
+		commit:          cfg.Metrics.GetOrCreatePrometheusHistogramExt("locky_store_commit_seconds", commitBuckets),
 		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total")}, nil
 }
 

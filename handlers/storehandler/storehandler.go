@@ -74,9 +74,9 @@ func New(cfg Config) (*Handler, error) {
 	return &Handler{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "storehandler"),
-		accepted: cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_total{result="accepted"}`),
-		rejected: cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_total{result="rejected"}`),
-		failed:   cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_total{result="failed"}`),
+		accepted: cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_messages_total{result="accepted"}`),
+		rejected: cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_messages_total{result="rejected"}`),
+		failed:   cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_messages_total{result="failed"}`),
 	}, nil
 }
 

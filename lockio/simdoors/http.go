@@ -9,7 +9,8 @@ import (
 
 // Handler serves the simulator's controls:
 //
-//	GET  /sim/doors                  every door's state
+//	GET  /sim/doors                  every door's state, and whether it is jammed:
+//	                                 [{"door":1,"state":"closed","jammed":false},…]
 //	POST /sim/doors/{door}/close     close a door (a person pushes it shut)
 //	POST /sim/doors/{door}/force     open a door without a command
 //	POST /sim/doors/{door}/fault     make a door report a fault
@@ -18,14 +19,17 @@ import (
 func (b *Bank) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sim/doors", func(w http.ResponseWriter, _ *http.Request) {
+		// A jammed door is shut and stays so whatever it is told: its state
+		// is what it reports (closed, say), the jam is the simulator's own.
 		type door struct {
-			Door  int    `json:"door"`
-			State string `json:"state"`
+			Door   int    `json:"door"`
+			State  string `json:"state"`
+			Jammed bool   `json:"jammed"`
 		}
-		states := b.States()
+		states, jammed := b.States(), b.Jammed()
 		out := make([]door, 0, len(states))
 		for _, d := range b.Doors() {
-			out = append(out, door{d, states[d]})
+			out = append(out, door{d, states[d], jammed[d]})
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)

@@ -93,6 +93,19 @@ func (b *Bank) States() map[int]string {
 	return out
 }
 
+// Jammed returns the doors that ignore open commands (see Jam).
+func (b *Bank) Jammed() map[int]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[int]bool, len(b.jammed))
+	for d, j := range b.jammed {
+		if j {
+			out[d] = true
+		}
+	}
+	return out
+}
+
 // Open unlocks a door, as the lock board does on an open command. A jammed
 // door stays shut and reports nothing.
 func (b *Bank) Open(door int) error {

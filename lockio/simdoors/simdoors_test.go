@@ -1,8 +1,12 @@
 package simdoors
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -98,4 +102,64 @@ func TestNewRefusesNoDoors(t *testing.T) {
 	if _, err := New(Config{Doors: 0}); err == nil {
 		t.Fatal("New with 0 doors succeeded")
 	}
+}
+
+// TestHTTPShowsAJammedDoorAsJammed drives the controls over HTTP: GET
+// /sim/doors tells a jammed door from a closed one, and an open command
+// leaves the jammed door shut until it is unjammed.
+func TestHTTPShowsAJammedDoorAsJammed(t *testing.T) {
+	b, err := New(Config{Doors: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Watch(func(int, contract.DoorState) {})
+	srv := httptest.NewServer(b.Handler())
+	defer srv.Close()
+	type door struct {
+		Door   int    `json:"door"`
+		State  string `json:"state"`
+		Jammed bool   `json:"jammed"`
+	}
+	get := func() []door {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/sim/doors")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out []door
+		dec := json.NewDecoder(resp.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			t.Fatalf("GET /sim/doors: %v", err)
+		}
+		return out
+	}
+	post := func(path string) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("POST %s: status %d; want 204", path, resp.StatusCode)
+		}
+	}
+	want := func(doors ...door) {
+		t.Helper()
+		if got := get(); !reflect.DeepEqual(got, doors) {
+			t.Fatalf("GET /sim/doors = %+v; want %+v", got, doors)
+		}
+	}
+	want(door{1, "closed", false}, door{2, "closed", false}, door{3, "closed", false})
+	post("/sim/doors/2/jam")
+	want(door{1, "closed", false}, door{2, "closed", true}, door{3, "closed", false})
+	if err := b.Open(2); err != nil {
+		t.Fatal(err)
+	}
+	post("/sim/doors/3/force")
+	want(door{1, "closed", false}, door{2, "closed", true}, door{3, "open", false})
+	post("/sim/doors/2/unjam")
+	want(door{1, "closed", false}, door{2, "closed", false}, door{3, "open", false})
 }

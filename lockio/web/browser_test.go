@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +32,8 @@ const chromiumPath = "/usr/bin/chromium"
 // deposit code typed on the kiosk, the door seen opening live on the locker
 // page and closed with a click, the parcel stored; the pickup code on a kiosk
 // that resets by itself; a wrong code refused; a lockout counting down; the
-// test data removed.
+// test data removed; and outside dev mode, no way from the kiosk to the
+// locker page.
 func TestPagesInBrowser(t *testing.T) {
 	exe := chromium(t)
 	cfg := testConfig(t)
@@ -54,6 +56,13 @@ func TestPagesInBrowser(t *testing.T) {
 		}
 		if got := run(t, locker, chromedp.Text(chromedp.ID("bridge"))); got != "no bridge" {
 			t.Errorf("bridge: got %q; want %q", got, "no bridge")
+		}
+		// Nothing sends the outbox without a bridge: the figure says so.
+		if got := run(t, locker, chromedp.Text(chromedp.ID("outbox"))); !strings.HasSuffix(got, " kept, no bridge") {
+			t.Errorf("outbox: got %q; want the count and %q", got, "kept, no bridge")
+		}
+		if got := run(t, locker, chromedp.Evaluate[string](`document.getElementById('outbox-figure').title`)); !strings.Contains(got, "--cloud-url") {
+			t.Errorf("outbox figure's title %q; want the reason, naming --cloud-url", got)
 		}
 		screenshot(t, locker, shots, "locker")
 	})
@@ -80,13 +89,23 @@ func TestPagesInBrowser(t *testing.T) {
 			t.Fatalf("reservation %s is %q in the store; want %q", res.id, st, contract.StatusArriving)
 		}
 		screenshot(t, locker, shots, "locker-codes")
+		codes := fmt.Sprintf("[%q, %q, %q]", res.deposit, res.pickup, res.courier)
+		if got := run(t, locker, chromedp.Text(chromedp.ID("tool-result"))); got != "Created "+res.id+" for door 7." {
+			t.Errorf("status line %q; want %q, without the codes", got, "Created "+res.id+" for door 7.")
+		}
 		do(t, locker, chromedp.Click(chromedp.ID("codes-close")),
 			chromedp.WaitNotVisible(chromedp.ID("codes-dialog")),
 			chromedp.WaitVisible(chromedp.CSS(`#door-7 .parcel[data-status="arriving"]`)))
+		// "Shown only now": once the dialog is closed, no code is left in the
+		// page, the status line included.
+		poll(t, locker, `!`+codes+`.some((c) => document.documentElement.textContent.includes(c))`)
 	})
 
 	t.Run("deposit code opens the door, a click closes it", func(t *testing.T) {
 		do(t, kiosk, chromedp.Navigate(site+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")))
+		if n := run(t, kiosk, chromedp.Evaluate[int](`document.querySelectorAll('a[href="/"]').length`)); n != 1 {
+			t.Errorf("dev mode: %d links from the kiosk to the locker page; want 1", n)
+		}
 		for _, d := range res.deposit[:3] {
 			do(t, kiosk, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#keypad [data-digit="%c"]`, d))))
 		}
@@ -179,6 +198,67 @@ func TestPagesInBrowser(t *testing.T) {
 			t.Errorf("%d reservations left after the clean-up; want 0: %+v", len(all), all)
 		}
 	})
+
+	t.Run("outside dev mode, with a bridge", func(t *testing.T) {
+		prod := serve(t, g, cfg, time.Hour, func(c *web.Config) {
+			c.Dev = false
+			c.BridgeUp = func() bool { return false }
+		})
+		do(t, kiosk, chromedp.Navigate(prod+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")))
+		if n := run(t, kiosk, chromedp.Evaluate[int](`document.querySelectorAll('a[href="/"]').length`)); n != 0 {
+			t.Errorf("%d links from the kiosk to the locker page outside dev mode; want none", n)
+		}
+		do(t, kiosk, chromedp.Navigate(prod+"/"),
+			chromedp.WaitVisible(chromedp.CSS(`#link[data-state="live"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#outbox[data-bridge="down"]`)))
+		if got := run(t, kiosk, chromedp.Text(chromedp.ID("outbox"))); strings.Trim(got, "0123456789") != "" || got == "" {
+			t.Errorf("outbox with a bridge: got %q; want the count alone", got)
+		}
+		screenshot(t, kiosk, shots, "locker-prod")
+	})
+}
+
+// TestKioskResetLeavesNoFocusBehind: an answer gives its OK button the
+// focus. When the kiosk resets, by that button or by the next code's first
+// digit, the hidden button must not keep the focus, or the Enter of the next
+// code clicks it: the kiosk resets again and the code is lost (it looked
+// like a lockout answered invalid_code). The focus is checked in the page's
+// own task, before the browser could move it by rendering.
+func TestKioskResetLeavesNoFocusBehind(t *testing.T) {
+	exe := chromium(t)
+	var mu sync.Mutex
+	var codes []string
+	_, srv := newSite(t, web.Config{ResetAfter: time.Hour, Submit: func(_ context.Context, code string) (contract.Display, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		codes = append(codes, code)
+		return contract.Display{Result: contract.ResultInvalidCode, Message: "This code is not valid"}, nil
+	}})
+	tab := newTab(t, newBrowser(t, exe))
+	answered := chromedp.WaitVisible(chromedp.CSS(`#result[data-result="invalid_code"]`))
+	do(t, tab, chromedp.Navigate(srv.URL+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")),
+		chromedp.KeyEvent("0000"), chromedp.KeyEvent("\r"), answered)
+	for _, dismiss := range []struct{ how, js, next string }{
+		{"the answer's OK", `document.getElementById('result-ok').click()`, "1111"},
+		{"the next code's first digit", `document.dispatchEvent(new KeyboardEvent('keydown', {key: '2', bubbles: true}))`, "222"},
+	} {
+		if id := run(t, tab, chromedp.Evaluate[string](`document.activeElement.id`)); id != "result-ok" {
+			t.Fatalf("the focus is on %q with the answer shown; want result-ok", id)
+		}
+		left := run(t, tab, chromedp.Evaluate[bool](`(() => { `+dismiss.js+`;
+			const r = document.getElementById('result');
+			return r.hidden && !r.contains(document.activeElement); })()`))
+		if !left {
+			t.Errorf("reset by %s: the hidden answer keeps the focus", dismiss.how)
+		}
+		do(t, tab, chromedp.WaitNotVisible(chromedp.ID("result")),
+			chromedp.KeyEvent(dismiss.next), chromedp.KeyEvent("\r"), answered)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"0000", "1111", "2222"}; !slices.Equal(codes, want) {
+		t.Errorf("codes entered %q; want %q", codes, want)
+	}
 }
 
 // chromium returns the browser to drive, or fails the test: the page tests
@@ -195,16 +275,21 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// serve serves the pages of g on their own HTTP server, as the gateway will.
-func serve(t *testing.T, g *testGateway, cfg gateway.Config, resetAfter time.Duration) string {
+// serve serves the pages of g on their own HTTP server, as the gateway will;
+// each of change, if any, alters their configuration first.
+func serve(t *testing.T, g *testGateway, cfg gateway.Config, resetAfter time.Duration, change ...func(*web.Config)) string {
 	t.Helper()
-	w, err := web.New(web.Config{
+	wc := web.Config{
 		Store: g.Store(), Broker: g.Broker(), Submit: g.Screen().Submit,
 		CloseDoor: g.Sim().Close, Clients: g.Broker().Clients,
 		LockerID: cfg.LockerID, Version: gateway.Version, Started: g.Started(), Dev: cfg.Dev,
 		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, ResetAfter: resetAfter,
 		Logger: testLogger(t),
-	})
+	}
+	for _, c := range change {
+		c(&wc)
+	}
+	w, err := web.New(wc)
 	if err != nil {
 		t.Fatalf("web.New: %v", err)
 	}

@@ -215,6 +215,26 @@ func TestLockerPageHasTestToolsOnlyInDevMode(t *testing.T) {
 	f(false, false)
 }
 
+// The kiosk is the customers' screen: only in dev mode does it link to the
+// locker page.
+func TestKioskLinksToTheLockerPageOnlyInDevMode(t *testing.T) {
+	f := func(dev bool, want bool) {
+		t.Helper()
+		_, srv := newSite(t, web.Config{Dev: dev})
+		resp, err := http.Get(srv.URL + "/kiosk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if got := strings.Contains(string(b), `href="/"`); got != want {
+			t.Errorf("dev=%v: link to the locker page %v; want %v", dev, got, want)
+		}
+	}
+	f(true, true)
+	f(false, false)
+}
+
 func TestCloseDoor(t *testing.T) {
 	var closed []int
 	_, srv := newSite(t, web.Config{CloseDoor: func(d int) error {

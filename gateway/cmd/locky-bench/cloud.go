@@ -130,7 +130,7 @@ func benchCloud(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd,
 	}
 
 	logf("cloud: SIGKILL to the cloud broker, then %d downstream upserts (%d acks in the outbox)", cfg.outage, cfg.outage)
-	errsBefore, err := metricValue(ctx, p.http, "locky_bridge_connect_errors_total")
+	errsBefore, err := metricValue(ctx, p.http, `locky_bridge_connects_total{result="failed"}`)
 	if err != nil {
 		return res, err
 	}
@@ -152,7 +152,7 @@ func benchCloud(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd,
 	if res.outboxBefore, err = awaitMetric(ctx, p.http, "locky_outbox_messages", waitLimit, atLeast(float64(cfg.outage))); err != nil {
 		return res, err
 	}
-	errsAfter, err := metricValue(ctx, p.http, "locky_bridge_connect_errors_total")
+	errsAfter, err := metricValue(ctx, p.http, `locky_bridge_connects_total{result="failed"}`)
 	if err != nil {
 		return res, err
 	}

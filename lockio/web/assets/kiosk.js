@@ -40,6 +40,10 @@
     clearInterval(countdownTimer);
     mode = 'entry';
     digits = '';
+    // The result's OK button has the focus: hidden, it would keep it until
+    // the browser next renders, and take the Enter of the next code as a
+    // click on itself, resetting the kiosk again and losing the code.
+    if (result.contains(document.activeElement)) document.activeElement.blur();
     result.hidden = true;
     result.dataset.result = '';
     setKeypad(true);

@@ -71,7 +71,19 @@
     const bridge = $('bridge');
     bridge.textContent = { up: 'up', down: 'down', none: 'no bridge' }[s.bridge] || s.bridge;
     bridge.dataset.state = s.bridge;
-    $('outbox').textContent = String(s.outbox);
+    // Without a bridge nothing sends the outbox: say so, rather than show a
+    // count that only grows.
+    const outbox = $('outbox');
+    outbox.dataset.bridge = s.bridge;
+    if (s.bridge === 'none') {
+      outbox.textContent = `${s.outbox} kept, no bridge`;
+      $('outbox-figure').title = 'No cloud bridge is configured (--cloud-url): the events and acks for the back-end ' +
+        'are kept in the outbox, not sent, the oldest dropped past --outbox-max-bytes or --outbox-max-age. ' +
+        'A bridge sends them once the gateway runs with one.';
+    } else {
+      outbox.textContent = String(s.outbox);
+      $('outbox-figure').title = "Upstream messages (events, acks) waiting for the cloud broker's acknowledgement";
+    }
     uptime = { base: s.uptime_s, at: performance.now() };
     showUptime();
 
@@ -161,13 +173,17 @@
         $('code-deposit').textContent = r.deposit_code;
         $('code-pickup').textContent = r.pickup_code;
         $('code-courier').textContent = r.courier_code;
-        toolResult(`Created ${r.id} for door ${r.door}: deposit ${r.deposit_code}, pickup ${r.pickup_code}, courier ${r.courier_code}.`, false);
+        // The codes are in the dialog only, and only until it closes.
+        toolResult(`Created ${r.id} for door ${r.door}.`, false);
         $('codes-dialog').showModal();
       } catch (err) {
         toolResult(`No test reservation: ${err.message}`, true);
       } finally {
         button.disabled = false;
       }
+    });
+    $('codes-dialog').addEventListener('close', () => {
+      for (const id of ['code-deposit', 'code-pickup', 'code-courier']) $(id).textContent = '';
     });
     $('cleanup').addEventListener('click', async () => {
       toolResult('Removing test data…', false);
