@@ -111,32 +111,3 @@ func TestDockerfileBuildsThePrograms(t *testing.T) {
 		t.Errorf("the image's HEALTHCHECK does not use --probe")
 	}
 }
-
-func TestSystemdUnitVerifies(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Fatalf("systemd-analyze is missing (Debian package systemd): %v", err)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "locky-gateway")
-	if out, err := exec.Command("go", "build", "-o", bin, "../gateway/cmd/locky-gateway").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	unit, err := os.ReadFile("locky-gateway.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := filepath.Join(dir, "locky-gateway.service")
-	if err := os.WriteFile(local, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/locky-gateway", bin)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("systemd-analyze", "verify", local).CombinedOutput()
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
-	}
-	for _, want := range []string{"Type=notify", "WatchdogSec=", "DynamicUser=yes", "StateDirectory=", "ProtectSystem=strict",
-		"NoNewPrivileges=yes", "Restart=always", "GOMEMLIMIT="} {
-		if !strings.Contains(string(unit), want) {
-			t.Errorf("the unit lacks %s", want)
-		}
-	}
-}
