@@ -127,7 +127,8 @@ var metricHelp = map[string]string{
 func (g *Gateway) registerMetrics() {
 	metrics.ExposeMetadata(true)
 	s := g.metrics
-	s.NewGauge(`locky_build_info{version="`+Version+`",commit="`+Commit+`"}`, func() float64 { return 1 })
+	version, commit := Build()
+	s.NewGauge(`locky_build_info{version="`+version+`",commit="`+commit+`"}`, func() float64 { return 1 })
 	s.NewGauge("locky_gateway_uptime_seconds", func() float64 { return time.Since(g.started).Seconds() })
 	s.NewGauge("locky_gateway_ready", func() float64 {
 		if g.Ready() {

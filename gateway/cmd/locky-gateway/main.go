@@ -36,7 +36,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 	if opts.Version {
-		fmt.Fprintln(stdout, "locky-gateway", gateway.Version, gateway.Commit)
+		version, commit := gateway.Build()
+		fmt.Fprintln(stdout, "locky-gateway", version, commit)
 		return 0
 	}
 	if opts.Probe != "" {
@@ -72,7 +73,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		<-ctx.Done()
 		stop() // a second Ctrl-C kills the process
 	}()
-	log.Info("starting", "version", gateway.Version, "since_exec", time.Since(start).Round(time.Microsecond))
+	version, commit := gateway.Build()
+	log.Info("starting", "version", version, "commit", commit, "since_exec", time.Since(start).Round(time.Microsecond))
 	// Run stops everything it or New started before it returns, also when
 	// it fails to start; Close only reports what failed to stop (logged).
 	if err := g.Run(ctx); err != nil {
