@@ -40,6 +40,8 @@ type Bridge struct {
 	linkUp    atomic.Bool
 	downSince atomic.Int64 // unix nanoseconds; meaningful while the link is down
 	inflight  atomic.Int64
+	waiting   atomic.Int64 // downstream messages received, not yet committed locally
+	retrying  atomic.Bool  // a downstream message is being retried locally
 
 	connLog, upLog, downLog, outboxLog *throttle
 
@@ -131,12 +133,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.log.Info("cloud bridge starting", "locker", b.cfg.LockerID, "url", b.url.String())
 	failures := 0
 	for {
-		connected, err := b.connectOnce(ctx, rm)
+		connected := b.connectOnce(ctx, rm)
 		if ctx.Err() != nil {
 			b.log.Info("cloud bridge stopped")
 			return nil
 		}
-		if connected && !errors.Is(err, errLocalDelivery) {
+		if connected {
 			failures = 0
 		} else {
 			failures++
@@ -181,15 +183,8 @@ func (b *Bridge) backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// errLocalDelivery ends a connection that the bridge dropped because the
-// local broker refused a downstream message.
-var errLocalDelivery = errors.New("the local broker refused a downstream message")
-
 // conn is the state of one connection to the cloud broker.
 type conn struct {
-	net    net.Conn
-	failed atomic.Bool // a downstream message was not delivered locally
-
 	mu     sync.Mutex
 	lost   error         // why paho saw the connection end
 	lostCh chan struct{} // closed once lost is set
@@ -225,22 +220,23 @@ func (c *conn) reason(ctx context.Context) error {
 
 // connectOnce makes one connection attempt and, if it succeeds, serves the
 // link until it drops or ctx is done. It reports whether the link came up.
-func (b *Bridge) connectOnce(ctx context.Context, rm *remover) (bool, error) {
+func (b *Bridge) connectOnce(ctx context.Context, rm *remover) bool {
 	attempt, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
 	nc, err := b.dial(attempt)
 	if err != nil {
 		b.connectFailed(ctx, fmt.Errorf("cannot reach the cloud broker: %w", err))
-		return false, err
+		return false
 	}
-	c := &conn{net: nc, lostCh: make(chan struct{})}
+	c := &conn{lostCh: make(chan struct{})}
 	w := newWindow(b.cfg.Window)
+	q := newDownQueue(&b.waiting)
 	cli := paho.NewClient(paho.ClientConfig{
 		ClientID:                   b.cfg.LockerID,
 		Conn:                       packets.NewThreadSafeConn(nc),
 		Session:                    w,
 		EnableManualAcknowledgment: true,
-		OnPublishReceived:          []func(paho.PublishReceived) (bool, error){b.downstream(c)},
+		OnPublishReceived:          []func(paho.PublishReceived) (bool, error){b.receive(q)},
 		OnClientError:              c.setLost,
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			c.setLost(fmt.Errorf("the cloud broker disconnected us: %s", disconnectReason(d)))
@@ -258,33 +254,37 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) (bool, error) {
 			err = refusedError(ca)
 		}
 		b.connectFailed(ctx, fmt.Errorf("cannot connect to the cloud broker: %w", err))
-		return false, err
+		return false
 	}
 	cancel()
 
 	b.m.connects.Inc()
 	b.connLog.reset()
 	b.log.Info("cloud link up", "session_present", ca.SessionPresent)
-	b.publishStatus(ctx, cli)
+	b.publishStatus(ctx, cli, downState{})
+	// Started after the online status, so that a retrying status is never
+	// overwritten by it; what arrives before waits in q.
+	delivered := make(chan struct{})
+	go func() { defer close(delivered); b.deliver(ctx, cli, q) }()
 	b.subscribe(ctx, cli)
 	b.setLink(true) // connected, online published, subscribed
 
 	err = b.pump(ctx, cli, w, rm)
 	_ = cli.Disconnect(&paho.Disconnect{ReasonCode: disconnectWithWill}) // a dead link fails to write: nothing to do
 	<-cli.Done()
+	<-delivered
+	b.waiting.Store(0) // the cloud broker sends them again
 	w.close()
 	b.setLink(false)
 	switch {
 	case ctx.Err() != nil:
 		b.log.Info("cloud link closed")
-		return true, nil
-	case c.failed.Load():
-		err = errLocalDelivery
+		return true
 	case err == nil:
 		err = c.reason(ctx)
 	}
 	b.log.Warn("cloud link down; reconnecting, the outbox keeps what is not acknowledged", "error", err)
-	return true, err
+	return true
 }
 
 func (b *Bridge) connectFailed(ctx context.Context, err error) {
@@ -334,11 +334,25 @@ type status struct {
 	State   string     `json:"state"`
 	Version string     `json:"version,omitempty"`
 	At      *time.Time `json:"at,omitempty"`
+	// Downstream is "ok", or "retrying" while the locker cannot commit a
+	// downstream message (which, and why, and since when, follow); the
+	// messages behind it wait, unacknowledged.
+	Downstream      string     `json:"downstream,omitempty"`
+	DownstreamTopic string     `json:"downstream_topic,omitempty"`
+	DownstreamError string     `json:"downstream_error,omitempty"`
+	DownstreamSince *time.Time `json:"downstream_since,omitempty"`
 }
 
-func (b *Bridge) publishStatus(ctx context.Context, cli *paho.Client) {
+// publishStatus publishes the retained online status with the state of
+// downstream delivery.
+func (b *Bridge) publishStatus(ctx context.Context, cli *paho.Client, ds downState) {
 	now := time.Now().UTC().Truncate(time.Second)
-	payload, _ := json.Marshal(status{State: "online", Version: b.cfg.Version, At: &now}) // cannot fail
+	st := status{State: "online", Version: b.cfg.Version, At: &now, Downstream: "ok"}
+	if ds.retrying {
+		since := ds.since.UTC().Truncate(time.Second)
+		st.Downstream, st.DownstreamTopic, st.DownstreamError, st.DownstreamSince = "retrying", ds.topic, ds.err.Error(), &since
+	}
+	payload, _ := json.Marshal(st) // cannot fail
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
 	_, err := cli.Publish(ctx, &paho.Publish{QoS: 1, Retain: true, Topic: b.statusTopic, Payload: payload})

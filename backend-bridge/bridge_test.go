@@ -154,9 +154,9 @@ func TestWill(t *testing.T) {
 	}
 }
 
-// TestLocalFailureNotAcked: a downstream message that the local broker
-// refuses is not acknowledged, and the cloud broker sends it again.
-func TestLocalFailureNotAcked(t *testing.T) {
+// TestLocalRefusalRetried: a downstream message that the local broker
+// refuses once is retried on the same link, before the one behind it.
+func TestLocalRefusalRetried(t *testing.T) {
 	cloud := testenv.StartMosquitto(t)
 	backend := newCloudClient(t, cloud.URL(), "backend", "", "", "lockers/+/up/#")
 	loc := newLocal(t)
@@ -167,14 +167,20 @@ func TestLocalFailureNotAcked(t *testing.T) {
 
 	backend.publish(t, "lockers/L1/down/reservations", `{"msg_id":"m-1"}`)
 	backend.publish(t, "lockers/L1/down/reservations", `{"msg_id":"m-2"}`)
-	loc.expect(t, `locky/down/reservations {"msg_id":"m-1"}`, `locky/down/reservations {"msg_id":"m-2"}`)
-	if n := loc.attemptsOf(`{"msg_id":"m-1"}`); n < 2 {
-		t.Errorf("m-1 was offered locally %d times; want a refusal and a redelivery", n)
+	loc.expect(t, `locky/down/reservations {"msg_id":"m-1"}`)
+	loc.expect(t, `locky/down/reservations {"msg_id":"m-2"}`)
+	if n := loc.attemptsOf(`{"msg_id":"m-1"}`); n != 2 {
+		t.Errorf("m-1 was offered locally %d times; want a refusal and a retry", n)
 	}
-	if got := metricValue(t, set, `locky_bridge_messages_received_total{result="failed"}`); got != 1 {
-		t.Errorf("downstream errors %v; want 1", got)
+	f := func(name string, want float64) {
+		t.Helper()
+		if got := metricValue(t, set, name); got != want {
+			t.Errorf("%s = %v; want %v", name, got, want)
+		}
 	}
-	waitUntil(t, "link up again", b.LinkUp)
+	waitUntil(t, "both delivered", func() bool { return metricValue(t, set, metricDelivered) == 2 })
+	f(metricRetries, 1)
+	f(metricConnected, 1)
 }
 
 // TestBlackhole: a link that silently stops carrying bytes (4G often dies so)

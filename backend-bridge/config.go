@@ -31,6 +31,8 @@ type Outbox interface {
 // Local is the locker's broker; *mqtt.Server (mochi, with InlineClient on)
 // implements it. Publish must return only once the message has been handed to
 // the local subscribers, so that the bridge may then acknowledge it upstream.
+// An error means the locker could not take it (yet): the bridge retries the
+// same message, with back-off, before any later one.
 type Local interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 }
@@ -91,6 +93,12 @@ type Config struct {
 	// (a random half to all of it). Zero means 1 s and 2 min.
 	RetryMin time.Duration
 	RetryMax time.Duration
+	// LocalRetryMin and LocalRetryMax bound the pause between attempts to
+	// deliver a downstream message that the locker could not commit (Local
+	// returned an error): it doubles from LocalRetryMin after each failure up
+	// to LocalRetryMax. The link stays up meanwhile. Zero means 100 ms and 30 s.
+	LocalRetryMin time.Duration
+	LocalRetryMax time.Duration
 	// Window is the most upstream messages published and not yet
 	// acknowledged; the cloud broker's Receive Maximum may lower it further.
 	// Zero means 256.
@@ -139,6 +147,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = 2 * time.Minute
 	}
+	if cfg.LocalRetryMin == 0 {
+		cfg.LocalRetryMin = 100 * time.Millisecond
+	}
+	if cfg.LocalRetryMax == 0 {
+		cfg.LocalRetryMax = 30 * time.Second
+	}
 	if cfg.Window == 0 {
 		cfg.Window = 256
 	}
@@ -184,6 +198,10 @@ func (cfg Config) check() error {
 	if cfg.ConnectTimeout < 0 || cfg.RetryMin < 0 || cfg.RetryMax < cfg.RetryMin {
 		return configErr("ConnectTimeout %s, RetryMin %s, RetryMax %s: none may be negative and RetryMax must not be below RetryMin",
 			cfg.ConnectTimeout, cfg.RetryMin, cfg.RetryMax)
+	}
+	if cfg.LocalRetryMin < 0 || cfg.LocalRetryMax < cfg.LocalRetryMin {
+		return configErr("LocalRetryMin %s, LocalRetryMax %s: neither may be negative and LocalRetryMax must not be below LocalRetryMin",
+			cfg.LocalRetryMin, cfg.LocalRetryMax)
 	}
 	if cfg.Window < 1 || cfg.Window > 65535 {
 		return configErr("Window %d is out of range (1 to 65535)", cfg.Window)

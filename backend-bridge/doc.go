@@ -11,10 +11,15 @@
 // event_id), never a gap.
 //
 // Downstream, it subscribes to lockers/{id}/down/# and publishes each message
-// on the local broker as locky/down/#. The store handlers commit it inside that
-// publish, so the bridge acknowledges it to the cloud only after Publish
-// returns; a message the local broker could not take is left unacknowledged
-// and the link is dropped, so that the cloud broker sends it again.
+// on the local broker as locky/down/#, one at a time in order of receipt. The
+// store handlers commit it inside that publish, so the bridge acknowledges it
+// to the cloud only after Publish returns. A message the locker cannot commit
+// (a full disk) is a local failure, not a link failure: the bridge keeps the
+// link and the upstream flow, retries that message with back-off, holds the
+// ones behind it (an upsert then a delete of one reservation must not swap),
+// acknowledges none of them meanwhile, and says so in the retained status
+// ("downstream":"retrying") and the metrics. Should the link or the gateway
+// go down first, the cloud broker sends them all again.
 //
 // The cloud session is persistent (client id = locker id, clean start off, a
 // session expiry), the retained lockers/{id}/status says online after every

@@ -52,3 +52,18 @@ func TestBackoff(t *testing.T) {
 	f(5, 5*time.Second, 10*time.Second)
 	f(100, 5*time.Second, 10*time.Second)
 }
+
+func TestLocalBackoff(t *testing.T) {
+	b := &Bridge{cfg: Config{LocalRetryMin: 100 * time.Millisecond, LocalRetryMax: time.Second}}
+	f := func(n int, want time.Duration) {
+		t.Helper()
+		if got := b.localBackoff(n); got != want {
+			t.Errorf("localBackoff(%d) = %s; want %s", n, got, want)
+		}
+	}
+	f(1, 100*time.Millisecond)
+	f(2, 200*time.Millisecond)
+	f(4, 800*time.Millisecond)
+	f(5, time.Second)
+	f(1000, time.Second)
+}

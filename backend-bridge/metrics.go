@@ -11,14 +11,16 @@ import (
 // first connection. An outcome is a label of one family (result=…, reason=…),
 // not a family of its own.
 type bridgeMetrics struct {
-	connects       *metrics.Counter // connections established
-	connectErrors  *metrics.Counter // failed attempts: dial, TLS, refused CONNECT
-	sent           *metrics.Counter // upstream PUBLISHes written, resends included
-	acked          *metrics.Counter // upstream PUBACKs with success
-	rejected       *metrics.Counter // upstream PUBACKs with an error (kept, resent later)
-	dropped        *metrics.Counter // outbox messages no Up mapping matches
-	downstream     *metrics.Counter // downstream messages delivered locally and acked
-	downstreamErrs *metrics.Counter // downstream messages the local broker refused, or unmapped
+	connects      *metrics.Counter // connections established
+	connectErrors *metrics.Counter // failed attempts: dial, TLS, refused CONNECT
+	sent          *metrics.Counter // upstream PUBLISHes written, resends included
+	acked         *metrics.Counter // upstream PUBACKs with success
+	rejected      *metrics.Counter // upstream PUBACKs with an error (kept, resent later)
+	dropped       *metrics.Counter // outbox messages no Up mapping matches
+	delivered     *metrics.Counter // downstream messages delivered locally and acked
+	unmapped      *metrics.Counter // downstream messages no Down mapping matches (acked, dropped)
+	overflow      *metrics.Counter // QoS 0 downstream messages dropped: too many waiting
+	retries       *metrics.Counter // failed local deliveries of downstream messages, each retried
 }
 
 // The series of a bridge. The outbox messages it drops (no Up mapping
@@ -34,12 +36,17 @@ const (
 	metricRejected      = `locky_bridge_pubacks_total{result="rejected"}`
 	metricUnmapped      = `locky_outbox_dropped_total{reason="unmapped"}`
 	metricDelivered     = `locky_bridge_messages_received_total{result="delivered"}`
-	metricDeliverFailed = `locky_bridge_messages_received_total{result="failed"}`
+	metricDownUnmapped  = `locky_bridge_messages_received_total{result="unmapped"}`
+	metricDownDropped   = `locky_bridge_messages_received_total{result="dropped"}`
+	metricRetrying      = "locky_bridge_downstream_retrying"
+	metricWaiting       = "locky_bridge_downstream_waiting_messages"
+	metricRetries       = "locky_bridge_downstream_retries_total"
 )
 
 var metricNames = []string{
 	metricLinkUp, metricLinkDown, metricInflight, metricConnected, metricConnectFailed, metricSent,
-	metricAccepted, metricRejected, metricUnmapped, metricDelivered, metricDeliverFailed,
+	metricAccepted, metricRejected, metricUnmapped, metricDelivered, metricDownUnmapped, metricDownDropped,
+	metricRetrying, metricWaiting, metricRetries,
 }
 
 func newMetrics(s *metrics.Set, b *Bridge) (*bridgeMetrics, error) {
@@ -62,14 +69,23 @@ func newMetrics(s *metrics.Set, b *Bridge) (*bridgeMetrics, error) {
 		return time.Since(time.Unix(0, b.downSince.Load())).Seconds()
 	})
 	s.NewGauge(metricInflight, func() float64 { return float64(b.inflight.Load()) })
+	s.NewGauge(metricRetrying, func() float64 {
+		if b.retrying.Load() {
+			return 1
+		}
+		return 0
+	})
+	s.NewGauge(metricWaiting, func() float64 { return float64(b.waiting.Load()) })
 	return &bridgeMetrics{
-		connects:       s.NewCounter(metricConnected),
-		connectErrors:  s.NewCounter(metricConnectFailed),
-		sent:           s.NewCounter(metricSent),
-		acked:          s.NewCounter(metricAccepted),
-		rejected:       s.NewCounter(metricRejected),
-		dropped:        s.NewCounter(metricUnmapped),
-		downstream:     s.NewCounter(metricDelivered),
-		downstreamErrs: s.NewCounter(metricDeliverFailed),
+		connects:      s.NewCounter(metricConnected),
+		connectErrors: s.NewCounter(metricConnectFailed),
+		sent:          s.NewCounter(metricSent),
+		acked:         s.NewCounter(metricAccepted),
+		rejected:      s.NewCounter(metricRejected),
+		dropped:       s.NewCounter(metricUnmapped),
+		delivered:     s.NewCounter(metricDelivered),
+		unmapped:      s.NewCounter(metricDownUnmapped),
+		overflow:      s.NewCounter(metricDownDropped),
+		retries:       s.NewCounter(metricRetries),
 	}, nil
 }

@@ -195,6 +195,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	f(func(c *Config) { c.Down = []Mapping{{From: "lockers/+/down", To: "locky/down"}} }, "'+' is not supported")
 	f(func(c *Config) { c.Down = []Mapping{{From: "a/#/b", To: "c"}} }, "'#' may only be the last level")
 	f(func(c *Config) { c.Up = []Mapping{{From: "a", To: "b", QoS: 2}} }, "QoS 2")
+	f(func(c *Config) { c.LocalRetryMin, c.LocalRetryMax = time.Second, time.Millisecond }, "LocalRetryMax must not be below")
 
 	// A matching pair and a CA load.
 	cfg := Config{LockerID: "L1", URL: "mqtts://cloud.example", CAFile: certA, CertFile: certA, KeyFile: keyA,

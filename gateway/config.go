@@ -153,7 +153,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LockoutResetAfter, "lockout-reset-after", c.LockoutResetAfter, "time without a wrong code, after the last lockout, that starts the doubling again")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "keep delivered, returned and cancelled reservations this long")
 	fs.Int64Var(&c.OutboxMaxBytes, "outbox-max-bytes", c.OutboxMaxBytes, "outbox byte bound; the oldest messages are dropped past it")
-	fs.DurationVar(&c.OutboxMaxAge, "outbox-max-age", c.OutboxMaxAge, "outbox messages older than this are dropped")
+	fs.DurationVar(&c.OutboxMaxAge, "outbox-max-age", c.OutboxMaxAge, "outbox messages that waited longer than this are dropped (time the locker ran, not the wall clock)")
 	fs.StringVar(&c.CloudURL, "cloud-url", c.CloudURL, "cloud broker, mqtt://host:port or mqtts://host:port; empty = no bridge")
 	fs.StringVar(&c.CloudUsername, "cloud-username", c.CloudUsername, "cloud broker user name")
 	fs.StringVar(&c.CloudPassword, "cloud-password", c.CloudPassword, "cloud broker password")

@@ -316,6 +316,7 @@ func (g *Gateway) newHandlers() error {
 	if err != nil {
 		return err
 	}
+	g.onStop("store handler (acks held for retry)", g.downstream.Close)
 	if cfg.SimDoors > 0 {
 		if g.sim, err = simdoors.New(simdoors.Config{Doors: cfg.SimDoors, AutoClose: cfg.SimAutoClose}); err != nil {
 			return fmt.Errorf("--sim-doors: %w", err)
@@ -490,7 +491,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 				g.controller.HandleDoorState(d, m.Payload)
 			}
 		}},
-		{contract.TopicDownAll, g.handleDown},
+		// Every topic below locky/down/, so that one the contract does not know
+		// gets the same "entity unknown" ack as it gets through the bridge.
+		{contract.TopicDownPrefix + "#", g.handleDown},
 	}
 	// The rest of the start list. Its reverse is the graceful stop: the
 	// controller first (no new codes), the store last.
@@ -611,8 +614,10 @@ func (g *Gateway) handleDown(m contract.Message) {
 
 // deliverDown applies one downstream message: support commands go to the
 // controller, the rest to the store handler. It returns after the message and
-// its ack are committed, or with the error that kept them from being so. The
-// bridge calls it directly and acknowledges to the cloud only on success.
+// its ack are committed (when the store fails: after its ack with the error
+// is committed or held for retry), or with the error that kept them from
+// being so. The bridge calls it directly and acknowledges to the cloud only
+// on success.
 func (g *Gateway) deliverDown(m contract.Message) error {
 	if m.Topic == contract.TopicDownCommands {
 		return g.controller.HandleCommand(m.Payload)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
@@ -23,6 +25,10 @@ func (g *Gateway) routes() http.Handler {
 			http.Error(w, "not ready: starting or stopping", http.StatusServiceUnavailable)
 			return
 		}
+		if h := g.store.Health(); h.Degraded {
+			http.Error(w, storeDegraded(h), http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
@@ -34,6 +40,19 @@ func (g *Gateway) routes() http.Handler {
 	}
 	mux.Handle("/", g.web.Handler()) // the locker page, the kiosk and their API (lockio/web)
 	return mux
+}
+
+// storeDegraded is the /readyz body while the store fails to commit.
+func storeDegraded(h store.Health) string {
+	msg := fmt.Sprintf("not ready: store degraded (%s) since %s: %d commits failed, %d writes held for retry",
+		h.Reason, h.Since.UTC().Format(time.RFC3339), h.Failures, h.Pending)
+	if h.Reason == store.FailureNoSpace {
+		msg += "; free space on the data dir's filesystem"
+	}
+	if h.Err != nil {
+		msg += "; last error: " + h.Err.Error()
+	}
+	return msg
 }
 
 // writeMetrics writes every metric of the gateway in Prometheus text format,
@@ -102,7 +121,10 @@ var metricHelp = map[string]string{
 	"locky_store_reservations":                    "Reservations in the database, by status.",
 	"locky_store_db_size_bytes":                   "Size of the database file.",
 	"locky_store_commit_seconds":                  "Time of each write transaction of the database, its fsync included.",
-	"locky_store_downstream_messages_total":       "Messages from the back-end on locky/down/*, by result: accepted, rejected (acked with an error), failed (not acked, redelivered).",
+	"locky_store_downstream_messages_total":       "Messages from the back-end on locky/down/*, by result: accepted, rejected (acked with an error), failed (the store could not commit it: acked with that error, at once or once it could be).",
+	"locky_store_degraded":                        "1 while a commit of the database fails or writes that failed are held for retry (a full disk); 0 otherwise.",
+	"locky_store_pending_writes":                  "Writes that failed to commit, held for retry with back-off: door closings, events, lockout state, acks.",
+	"locky_store_commit_failures_total":           "Commits of the database that failed, by reason: no_space (the filesystem is full), io (the storage fails), other.",
 	"locky_store_previous_code_key_matches_total": "Codes found under the previous code key during a key rotation.",
 
 	"locky_outbox_messages":                "Upstream messages in the outbox, not yet acknowledged by the cloud broker.",
@@ -115,7 +137,11 @@ var metricHelp = map[string]string{
 	"locky_bridge_connects_total":          "Connection attempts to the cloud broker, by result: ok, failed (dial, TLS, refused CONNECT).",
 	"locky_bridge_messages_sent_total":     "Upstream PUBLISH packets sent to the cloud broker, resends included.",
 	"locky_bridge_pubacks_total":           "The cloud broker's PUBACKs, by result: accepted (the message leaves the outbox), rejected (kept, sent again).",
-	"locky_bridge_messages_received_total": "Downstream messages from the cloud broker, by result: delivered to the local broker, failed (refused or unmapped).",
+	"locky_bridge_messages_received_total": "Downstream messages from the cloud broker, by result: delivered (committed locally, then acked), unmapped (no mapping: acked, dropped), dropped (QoS 0, too many waiting).",
+
+	"locky_bridge_downstream_retrying":         "1 while a downstream message that the locker could not commit is retried; the link stays up, the messages behind it wait unacked.",
+	"locky_bridge_downstream_waiting_messages": "Downstream messages received from the cloud broker and not yet committed locally.",
+	"locky_bridge_downstream_retries_total":    "Failed local deliveries of downstream messages, each retried with back-off.",
 
 	"locky_metrics_pushes_total": "Pushes of these metrics to VictoriaMetrics, by result: ok, failed (its samples are dropped).",
 }
@@ -142,7 +168,7 @@ func (g *Gateway) registerMetrics() {
 	var ob struct {
 		depth  int
 		bytes  int64
-		oldest time.Time
+		waited time.Duration // of the oldest, on the outbox's own clock
 	}
 	refresh := func() {
 		mu.Lock()
@@ -155,7 +181,7 @@ func (g *Gateway) registerMetrics() {
 			counts = c
 		}
 		if st, err := g.store.OutboxStats(); err == nil {
-			ob.depth, ob.bytes, ob.oldest = st.Depth, st.Bytes, st.Oldest
+			ob.depth, ob.bytes, ob.waited = st.Depth, st.Bytes, st.Waited
 		}
 	}
 	for _, st := range []string{contract.StatusArriving, contract.StatusStored, contract.StatusDelivered,
@@ -177,9 +203,6 @@ func (g *Gateway) registerMetrics() {
 		refresh()
 		mu.Lock()
 		defer mu.Unlock()
-		if ob.oldest.IsZero() {
-			return 0
-		}
-		return time.Since(ob.oldest).Seconds()
+		return ob.waited.Seconds() // a wall clock that steps moves nothing here
 	})
 }

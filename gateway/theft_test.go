@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/locky-edge/locky/gateway/gatewaytest"
@@ -115,3 +116,58 @@ func displayOf(p []byte) contract.Display {
 func requestIs(p []byte, id string) bool { return displayOf(p).RequestID == id }
 
 func resultOf(p []byte) string { return displayOf(p).Result }
+
+// TestARedeliveredSupportCommandOpensNothing: delivery from the cloud is at
+// least once, so the same open_door can come twice; the second is acked
+// again and opens nothing, as the first opening is already closed and nobody
+// from support may be there any more.
+func TestARedeliveredSupportCommandOpensNothing(t *testing.T) {
+	g := startGateway(t, testConfig(t))
+	c := connect(t, g.MQTTAddr(), "locky/#")
+	cmd := contract.Command{MsgID: "c-1", Command: contract.CommandOpenDoor, Door: 8, Reason: "ticket 881"}
+	c.Publish(contract.TopicDownCommands, cmd)
+	if a := c.Ack("c-1"); !a.OK {
+		t.Fatalf("ack %+v; want ok", a)
+	}
+	c.Await(contract.DoorStateTopic(8), func(p []byte) bool { return strings.Contains(string(p), `"open"`) })
+	g.SimDoor(t, 8, "close")
+	c.Event(contract.EventDoorClosed, "", 8)
+
+	c.Publish(contract.TopicDownCommands, cmd) // the cloud redelivers it
+	isAck := func(p []byte) bool { return strings.Contains(string(p), `"msg_id":"c-1"`) }
+	c.AwaitCount(contract.TopicAcks, isAck, 2)
+	// A later command's ack comes after anything the repeat could have caused.
+	c.Publish(contract.TopicDownCommands, contract.Command{MsgID: "c-2", Command: contract.CommandOpenDoor, Door: 99, Reason: "marker"})
+	c.Ack("c-2")
+	if n := c.Count(contract.DoorCommandTopic(8), anyPayload); n != 1 {
+		t.Fatalf("%d open commands for door 8; want 1 (the repeat opens nothing)", n)
+	}
+	if n := c.Count(contract.TopicEvents, func(p []byte) bool { return strings.Contains(string(p), contract.EventRemoteOpen) }); n != 1 {
+		t.Fatalf("%d door.remote_open events; want 1", n)
+	}
+}
+
+// TestADeletedDoorOpensForNobody: the back-end deletes a door whose last
+// parcel was just collected; the customer's pickup code, still within its
+// grace period, must not command it.
+func TestADeletedDoorOpensForNobody(t *testing.T) {
+	g := startGateway(t, testConfig(t))
+	c := connect(t, g.MQTTAddr(), "locky/#")
+	c.MustAck("reservations", reservation("m-1", "R1", 1, 9, "910001", "910002", "910003"))
+	c.Code("910001", "dep")
+	c.Display("dep", contract.ResultOpened)
+	g.SimDoor(t, 9, "close")
+	c.Event(contract.EventStored, "R1", 9)
+	c.Code("910002", "pick")
+	c.Display("pick", contract.ResultOpened)
+	g.SimDoor(t, 9, "close")
+	c.Event(contract.EventDelivered, "R1", 9)
+	c.MustAck("doors", contract.DownMessage{MsgID: "m-2", Op: contract.OpDelete, Door: &contract.Door{ID: 9}})
+	commands := c.Count(contract.DoorCommandTopic(9), anyPayload)
+
+	c.Code("910002", "again")
+	c.Display("again", contract.ResultInvalidCode)
+	if n := c.Count(contract.DoorCommandTopic(9), anyPayload); n != commands {
+		t.Fatalf("%d commands for the deleted door 9; want %d", n, commands)
+	}
+}

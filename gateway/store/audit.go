@@ -525,7 +525,7 @@ func (s *Store) AuditReply(now time.Time, req contract.AuditRequest) ([]Message,
 		s.log.Error("an audit request found the trail tampered with; the back-end is told: run lockyctl audit",
 			"msg_id", req.MsgID, "break", reply.Break)
 	}
-	return s.update(now, func(_ *bolt.Tx, o *Outbox) error {
+	return s.write(now, func(_ *bolt.Tx, o *Outbox) error {
 		if _, err := o.Append(contract.TopicAudit, func(uint64) any { return reply }); err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ type Cycle struct {
 // DoorOpened persists the cycle of a door that reported open and audits the
 // opening; ev, when not nil, is appended upstream in the same transaction.
 func (s *Store) DoorOpened(now time.Time, c Cycle, ev *contract.Event) ([]Message, error) {
-	return s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+	return s.write(now, func(tx *bolt.Tx, o *Outbox) error {
 		if err := putJSON(tx.Bucket(bucketCycles), doorKey(c.Door), c); err != nil {
 			return err
 		}
@@ -55,7 +55,7 @@ type Transition struct {
 // the cycle is removed. It returns nil messages when the door had no cycle.
 func (s *Store) CloseCycle(now time.Time, door int, decide func(Cycle, *Reservation) Transition) (*Cycle, []Message, error) {
 	var done *Cycle
-	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+	msgs, err := s.write(now, func(tx *bolt.Tx, o *Outbox) error {
 		cycles := tx.Bucket(bucketCycles)
 		var c Cycle
 		ok, err := getJSON(cycles, doorKey(door), &c)
@@ -142,7 +142,7 @@ func (s *Store) Cycles() ([]Cycle, error) {
 // AppendEvent commits one upstream event, with an audit record when a is not nil.
 func (s *Store) AppendEvent(now time.Time, ev contract.Event, a *AuditRecord) (contract.Event, []Message, error) {
 	var out contract.Event
-	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+	msgs, err := s.write(now, func(tx *bolt.Tx, o *Outbox) error {
 		if a != nil {
 			if err := s.putAudit(tx, *a); err != nil {
 				return err
@@ -164,6 +164,16 @@ func (s *Store) RemoteOpen(now time.Time, msgID string, door int, reason string)
 		if tx.Bucket(bucketDoors).Get(doorKey(door)) == nil {
 			return reject("door %d does not exist: %w", door, ErrUnknownDoor)
 		}
+		// Delivery is at least once: a command seen before is acked again
+		// and opens nothing, or a redelivery would reopen a door with
+		// nobody from support there.
+		cmds := tx.Bucket(bucketCommands)
+		if cmds.Get([]byte(msgID)) != nil {
+			return nil
+		}
+		if err := cmds.Put([]byte(msgID), []byte(now.UTC().Format(time.RFC3339))); err != nil {
+			return err
+		}
 		if err := s.putAudit(tx, AuditRecord{At: now.UTC(), Door: door, Kind: KindSupport, Result: "commanded",
 			Reason: reason, RequestID: msgID}); err != nil {
 			return err
@@ -175,6 +185,25 @@ func (s *Store) RemoteOpen(now time.Time, msgID string, door int, reason string)
 		return nil
 	})
 	return accepted && err == nil, err
+}
+
+// pruneCommands forgets the msg_ids of support commands older than limit:
+// the cloud broker does not redeliver a message that old.
+func pruneCommands(tx *bolt.Tx, limit time.Time) error {
+	b := tx.Bucket(bucketCommands)
+	var old [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		if at, err := time.Parse(time.RFC3339, string(v)); err != nil || at.Before(limit) {
+			old = append(old, k)
+		}
+		return nil
+	})
+	for _, k := range old {
+		if err == nil {
+			err = b.Delete(k)
+		}
+	}
+	return err
 }
 
 var keyLockout = []byte("lockout")
@@ -194,7 +223,7 @@ type Lockout struct {
 
 // SaveLockout records the screen's lockout state.
 func (s *Store) SaveLockout(l Lockout) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketMeta), keyLockout, l) })
+	return s.writeRaw(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketMeta), keyLockout, l) })
 }
 
 // Lockout returns the last recorded lockout state (zero when none).

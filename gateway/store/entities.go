@@ -82,7 +82,7 @@ func doors(tx *bolt.Tx) ([]contract.Door, error) {
 // doors at all (the simulated locker's first start). It reports whether it did.
 func (s *Store) EnsureDoors(n int, size string) (bool, error) {
 	created := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writeRaw(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDoors)
 		if k, _ := b.Cursor().First(); k != nil {
 			return nil
@@ -174,7 +174,7 @@ type Snapshot struct {
 
 // Snapshot commits the full state as one upstream message, and the ack.
 func (s *Store) Snapshot(now time.Time, msgID string) ([]Message, error) {
-	return s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+	return s.write(now, func(tx *bolt.Tx, o *Outbox) error {
 		snap := Snapshot{MsgID: msgID, At: now.UTC(), Doors: []contract.Door{}, Partners: []contract.Partner{},
 			Users: []contract.User{}, Reservations: []SnapshotReservation{}, OpenDoors: []Cycle{}}
 		ds, err := doors(tx)
@@ -229,8 +229,11 @@ func forEachJSON[T any](b *bolt.Bucket, fn func(T)) error {
 }
 
 // Prune deletes delivered, returned and cancelled reservations and audit
-// records older than the retention period, and outbox messages older than the
-// outbox age bound. It returns how many reservations it deleted.
+// records older than the retention period (by now, the wall clock), and outbox
+// messages that waited longer than the outbox age bound (by the store's uptime,
+// never by now). It also saves the uptime, so that a gateway calling it
+// periodically bounds what a power cut loses of it. It returns how many
+// reservations it deleted.
 func (s *Store) Prune(now time.Time) (int, error) {
 	limit := now.Add(-s.cfg.Retention)
 	pruned, dropped := 0, 0
@@ -253,10 +256,17 @@ func (s *Store) Prune(now time.Time) (int, error) {
 			}
 		}
 		pruned = len(old)
+		if err := pruneCommands(tx, limit); err != nil {
+			return err
+		}
 		if err := s.pruneAudit(tx, limit); err != nil {
 			return err
 		}
-		dropped, err = s.pruneOutbox(tx, now)
+		up, err := s.bookUptime(tx)
+		if err != nil {
+			return err
+		}
+		dropped, err = s.pruneOutbox(tx, up)
 		return err
 	})
 	if err == nil && dropped > 0 {

@@ -18,6 +18,10 @@ type Message struct {
 	Topic   string          `json:"topic"`
 	Payload json.RawMessage `json:"payload"`
 	At      time.Time       `json:"at"`
+	// Up is the store's uptime (Config.Monotonic accumulated across runs)
+	// when the message was enqueued: its age is the uptime since, not the
+	// wall clock's At.
+	Up time.Duration `json:"up"`
 }
 
 // Outbox is the write side of the outbox inside one transaction. Every message
@@ -25,6 +29,7 @@ type Message struct {
 type Outbox struct {
 	tx    *bolt.Tx
 	now   time.Time
+	up    time.Duration
 	added []Message
 }
 
@@ -43,7 +48,7 @@ func (o *Outbox) Append(topic string, build func(seq uint64) any) (Message, erro
 	if err != nil {
 		return Message{}, fmt.Errorf("encode outbox message: %w", err)
 	}
-	m := Message{Seq: seq, Topic: topic, Payload: payload, At: o.now}
+	m := Message{Seq: seq, Topic: topic, Payload: payload, At: o.now, Up: o.up}
 	raw, err := json.Marshal(m)
 	if err != nil {
 		return Message{}, err
@@ -116,14 +121,17 @@ func (s *Store) update(now time.Time, fn func(tx *bolt.Tx, o *Outbox) error) ([]
 	dropped := 0
 	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		o = &Outbox{tx: tx, now: now}
+		up, err := s.bookUptime(tx)
+		if err != nil {
+			return err
+		}
+		o = &Outbox{tx: tx, now: now, up: up}
 		if err := fn(tx, o); err != nil {
 			return err
 		}
 		if len(o.added) == 0 {
 			return nil
 		}
-		var err error
 		dropped, err = s.trimOutbox(tx)
 		return err
 	})
@@ -197,20 +205,40 @@ func (s *Store) OutboxAfter(after uint64, max int) ([]Message, error) {
 // OutboxRemove deletes the messages with the given sequences (those that the
 // cloud broker has acknowledged). Missing ones are ignored.
 func (s *Store) OutboxRemove(seqs ...uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	_, err := s.OutboxDelivered(seqs...)
+	return err
+}
+
+// OutboxDelivered deletes the messages with the given sequences, those that
+// the cloud broker has acknowledged, and returns how many it deleted: the
+// messages delivered. One that is missing was dropped by a bound (and counted
+// so) or delivered before, and is not counted again: drop and delivery both
+// delete by key in a write transaction, so each message is counted by the
+// one that deleted it.
+func (s *Store) OutboxDelivered(seqs ...uint64) (int, error) {
+	var n int64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		if _, err := s.bookUptime(tx); err != nil {
+			return err
+		}
 		b := tx.Bucket(bucketOutbox)
-		var freed, n int64
+		var freed int64
 		for _, seq := range seqs {
 			if v := b.Get(u64(seq)); v != nil {
 				freed += int64(len(v))
 				n++
 				if err := b.Delete(u64(seq)); err != nil {
-					return err
+					return fmt.Errorf("outbox delete %d: %w", seq, err)
 				}
 			}
 		}
 		return addOutbox(tx, -n, -freed)
 	})
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
 }
 
 // OutboxStats describes the outbox backlog.
@@ -218,9 +246,13 @@ type OutboxStats struct {
 	Depth  int
 	Bytes  int64
 	Oldest time.Time // zero when empty
+	// Waited is how long the oldest message has waited, on the clock of the
+	// age bound (Oldest is the wall clock's, which may step); 0 when empty.
+	Waited time.Duration
 }
 
-// OutboxStats returns the outbox depth, size and the time of its oldest message.
+// OutboxStats returns the outbox depth, size, and the time of its oldest
+// message and how long it has waited.
 func (s *Store) OutboxStats() (OutboxStats, error) {
 	var st OutboxStats
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -231,6 +263,8 @@ func (s *Store) OutboxStats() (OutboxStats, error) {
 			var m Message
 			if err := json.Unmarshal(v, &m); err == nil {
 				st.Oldest = m.At
+				up := max(s.uptime(), time.Duration(metaInt(tx, keyUptime)))
+				st.Waited = max(up-m.Up, 0)
 			}
 		}
 		return nil
@@ -238,10 +272,78 @@ func (s *Store) OutboxStats() (OutboxStats, error) {
 	return st, err
 }
 
-// pruneOutbox drops outbox messages older than the age bound.
-func (s *Store) pruneOutbox(tx *bolt.Tx, now time.Time) (int, error) {
+// uptime returns the time Monotonic has run while the store was open, over
+// all runs, as far as it was saved.
+func (s *Store) uptime() time.Duration { return s.upBase + s.cfg.Monotonic() - s.monoBase }
+
+// bookUptime saves the uptime in the meta bucket and returns it. It never
+// saves less than is saved: every message stamped in a committed transaction
+// is at or below the saved uptime, so after a power cut (the uptime restarts
+// from the last commit) a message's age is never more than it truly waited.
+func (s *Store) bookUptime(tx *bolt.Tx) (time.Duration, error) {
+	up := max(s.uptime(), time.Duration(metaInt(tx, keyUptime)))
+	if err := tx.Bucket(bucketMeta).Put(keyUptime, u64(uint64(up))); err != nil {
+		return 0, fmt.Errorf("save the uptime: %w", err)
+	}
+	return up, nil
+}
+
+// stampLegacyOutbox gives the messages of a database from before the uptime
+// stamps the uptime up: their age starts at 0 in the first run that sees
+// them, since their wall-clock time cannot be trusted. It runs once per
+// database.
+func stampLegacyOutbox(tx *bolt.Tx, up time.Duration) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta.Get(keyOutboxUp) != nil {
+		return nil
+	}
 	b := tx.Bucket(bucketOutbox)
-	limit := now.Add(-s.cfg.OutboxMaxAge)
+	type stamped struct {
+		key, val []byte
+	}
+	var redo []stamped
+	var grown int64
+	err := b.ForEach(func(k, v []byte) error {
+		var probe struct {
+			Up *time.Duration `json:"up"`
+		}
+		if err := json.Unmarshal(v, &probe); err != nil {
+			return fmt.Errorf("corrupt outbox message %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		if probe.Up != nil {
+			return nil
+		}
+		var m Message
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("corrupt outbox message %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		m.Up = up
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		grown += int64(len(raw) - len(v))
+		redo = append(redo, stamped{append([]byte(nil), k...), raw})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("stamp the outbox with the uptime: %w", err)
+	}
+	for _, r := range redo {
+		if err := b.Put(r.key, r.val); err != nil {
+			return fmt.Errorf("stamp the outbox with the uptime: %w", err)
+		}
+	}
+	if err := addOutbox(tx, 0, grown); err != nil {
+		return err
+	}
+	return meta.Put(keyOutboxUp, []byte{1})
+}
+
+// pruneOutbox drops the outbox messages that have waited longer than the age
+// bound at uptime up.
+func (s *Store) pruneOutbox(tx *bolt.Tx, up time.Duration) (int, error) {
+	b := tx.Bucket(bucketOutbox)
 	var doomed [][]byte
 	var freed int64
 	c := b.Cursor()
@@ -250,7 +352,7 @@ func (s *Store) pruneOutbox(tx *bolt.Tx, now time.Time) (int, error) {
 		if err := json.Unmarshal(v, &m); err != nil {
 			return 0, fmt.Errorf("corrupt outbox message %d: %w", binary.BigEndian.Uint64(k), err)
 		}
-		if !m.At.Before(limit) {
+		if up-m.Up <= s.cfg.OutboxMaxAge {
 			break
 		}
 		freed += int64(len(v))

@@ -167,37 +167,40 @@ func TestOutboxByteBound(t *testing.T) {
 
 func TestOutboxAgeBound(t *testing.T) {
 	var drops dropLog
+	var mono monoClock
 	s := openTestStore(t, func(c *store.Config) {
 		c.OutboxMaxAge = time.Hour
 		c.OnDrop = drops.record
+		c.Monotonic = mono.now
 	})
-	appendEvents(t, s, t0(), 3)                     // t0, t0+1s, t0+2s
-	appendEvents(t, s, t0().Add(30*time.Minute), 2) // t0+30m, t0+30m1s
-	appendEvents(t, s, t0().Add(90*time.Minute), 1) // t0+90m
+	// The wall clock of each call is the monotonic clock's, so that the
+	// wall-clock fields look like the waits; only the monotonic one counts.
+	wall := func() time.Time { return t0().Add(mono.now()) }
+	appendEvents(t, s, wall(), 3) // waited since 0
+	mono.advance(30 * time.Minute)
+	appendEvents(t, s, wall(), 2) // since 30m
 
-	if _, err := s.Prune(t0().Add(time.Hour)); err != nil {
-		t.Fatalf("Prune: %v", err)
+	prune := func(want ...string) {
+		t.Helper()
+		if _, err := s.Prune(wall()); err != nil {
+			t.Fatalf("Prune: %v", err)
+		}
+		if got := drops.take(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("OnDrop at %s: got %v; want %v", mono.now(), got, want)
+		}
 	}
-	if got := drops.take(); len(got) != 0 {
-		t.Fatalf("OnDrop: got %v; want no calls while nothing is older than an hour", got)
-	}
-	if _, err := s.Prune(t0().Add(time.Hour + time.Second)); err != nil {
-		t.Fatalf("Prune: %v", err)
-	}
-	if got, want := drops.take(), []string{"age:1"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("OnDrop: got %v; want %v", got, want)
-	}
-	if _, err := s.Prune(t0().Add(100 * time.Minute)); err != nil {
-		t.Fatalf("Prune: %v", err)
-	}
-	if got, want := drops.take(), []string{"age:4"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("OnDrop: got %v; want %v", got, want)
-	}
+	mono.set(time.Hour)
+	prune() // nothing has waited longer than an hour
+	mono.set(time.Hour + time.Nanosecond)
+	prune("age:3")
+	appendEvents(t, s, wall(), 1) // since 1h and 1 ns
+	mono.set(90*time.Minute + time.Nanosecond)
+	prune("age:2")
 	if got := outboxSeqs(t, s); !reflect.DeepEqual(got, []uint64{6}) {
 		t.Fatalf("outbox: got %v; want only the newest message", got)
 	}
-	if st, err := s.OutboxStats(); err != nil || st.Depth != 1 || !st.Oldest.Equal(t0().Add(90*time.Minute)) {
-		t.Fatalf("OutboxStats: got %+v, %v; want 1 message from t0+90m", st, err)
+	if st, err := s.OutboxStats(); err != nil || st.Depth != 1 || !st.Oldest.Equal(t0().Add(time.Hour+time.Nanosecond)) {
+		t.Fatalf("OutboxStats: got %+v, %v; want 1 message from t0+1h", st, err)
 	}
 }
 

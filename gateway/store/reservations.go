@@ -152,7 +152,7 @@ func (s *Store) UpsertReservation(now time.Time, msgID string, in contract.Reser
 // commits only the ack with the error; a storage failure returns the error and
 // acks nothing, so the message is redelivered.
 func (s *Store) apply(now time.Time, msgID string, change func(tx *bolt.Tx, o *Outbox) error) ([]Message, error) {
-	msgs, err := s.update(now, func(tx *bolt.Tx, o *Outbox) error {
+	msgs, err := s.write(now, func(tx *bolt.Tx, o *Outbox) error {
 		if err := change(tx, o); err != nil {
 			return err
 		}
@@ -161,13 +161,13 @@ func (s *Store) apply(now time.Time, msgID string, change func(tx *bolt.Tx, o *O
 	if err == nil || !isRejection(err) {
 		return msgs, err
 	}
-	return s.update(now, func(_ *bolt.Tx, o *Outbox) error { return o.Ack(msgID, err) })
+	return s.write(now, func(_ *bolt.Tx, o *Outbox) error { return o.Ack(msgID, err) })
 }
 
 // Ack commits the ack of a downstream message that was refused before it
 // reached the store (it did not decode, say).
 func (s *Store) Ack(now time.Time, msgID string, err error) ([]Message, error) {
-	return s.update(now, func(_ *bolt.Tx, o *Outbox) error { return o.Ack(msgID, err) })
+	return s.write(now, func(_ *bolt.Tx, o *Outbox) error { return o.Ack(msgID, err) })
 }
 
 // Rejection marks an error that answers a downstream message (the message is

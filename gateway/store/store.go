@@ -40,8 +40,16 @@ type Config struct {
 	// OutboxMaxBytes bounds the outbox; past it the oldest messages are
 	// dropped. Zero means 64 MiB.
 	OutboxMaxBytes int64
-	// OutboxMaxAge drops outbox messages older than this. Zero means 30 days.
+	// OutboxMaxAge drops outbox messages that have waited longer than this,
+	// measured on Monotonic accumulated across runs, never on the wall clock:
+	// a step of the wall clock drops nothing. Time the gateway was not running
+	// does not count, and after a power cut a message may wait up to the time
+	// since the last commit longer (never shorter). Zero means 30 days.
 	OutboxMaxAge time.Duration
+	// Monotonic returns the time elapsed on a clock that the wall clock's
+	// steps do not move; the outbox age bound runs on it. Nil means the
+	// process's monotonic clock.
+	Monotonic func() time.Duration
 	// Retention keeps delivered, returned and cancelled reservations and the
 	// audit trail for this long. Zero means 30 days.
 	Retention time.Duration
@@ -54,7 +62,9 @@ type Config struct {
 	OnCommit func([]Message)
 	// Metrics receives locky_store_commit_seconds, the time of each write
 	// transaction including its fsync (a histogram of fixed buckets, every
-	// one written from the start). Nil means a private set.
+	// one written from the start), locky_store_degraded (1 while a commit
+	// fails or failed work waits for its retry), locky_store_pending_writes
+	// and locky_store_commit_failures_total by reason. Nil means a private set.
 	Metrics *metrics.Set
 	// Logger receives the store's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -76,13 +86,16 @@ var (
 	bucketDoorIndex    = []byte("door_index") // door -> id of its active reservation
 	bucketCycles       = []byte("cycles")     // door -> Cycle in flight
 	bucketLastCycles   = []byte("last_cycle") // door -> the last Cycle that closed
+	bucketCommands     = []byte("commands")   // msg_id of an applied open_door -> when (RFC 3339)
 	bucketAudit        = []byte("audit")      // seq -> AuditRecord
 	bucketOutbox       = []byte("outbox")     // seq -> Message
 
 	keyOutboxBytes = []byte("outbox_bytes")
 	keyOutboxCount = []byte("outbox_count")
+	keyUptime      = []byte("uptime")         // Monotonic time accumulated across runs, in ns
+	keyOutboxUp    = []byte("outbox_uptimes") // set once every outbox message carries its uptime
 	allBuckets     = [][]byte{bucketMeta, bucketDoors, bucketPartners, bucketUsers, bucketReservations,
-		bucketCodes, bucketDoorIndex, bucketCycles, bucketLastCycles, bucketAudit, bucketOutbox}
+		bucketCodes, bucketDoorIndex, bucketCycles, bucketLastCycles, bucketCommands, bucketAudit, bucketOutbox}
 )
 
 // commitBuckets are the upper bounds of locky_store_commit_seconds: a bbolt
@@ -100,6 +113,13 @@ type Store struct {
 	// previousMatches counts codes found under PreviousCodeKey: while it
 	// grows, the back-end has not re-sent every hash under CodeKey.
 	previousMatches *metrics.Counter
+
+	// upBase is the uptime read at Open and monoBase Monotonic() then: the
+	// uptime is upBase + Monotonic() - monoBase.
+	upBase, monoBase time.Duration
+
+	health  health
+	writeMu sync.Mutex // serializes write with its check of a failed commit
 
 	closeOnce sync.Once
 	closeErr  error
@@ -128,6 +148,10 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Retention == 0 {
 		cfg.Retention = defaultRetention
 	}
+	if cfg.Monotonic == nil {
+		start := time.Now()
+		cfg.Monotonic = func() time.Duration { return time.Since(start) }
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -141,6 +165,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("cannot open %q: %w", cfg.Path, err)
 	}
+	var upBase time.Duration
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -149,21 +174,33 @@ func Open(cfg Config) (*Store, error) {
 		}
 		if tx.Bucket(bucketMeta).Get(keyOutboxCount) == nil { // a database from before the count
 			n := tx.Bucket(bucketOutbox).Stats().KeyN
-			return tx.Bucket(bucketMeta).Put(keyOutboxCount, u64(uint64(n)))
+			if err := tx.Bucket(bucketMeta).Put(keyOutboxCount, u64(uint64(n))); err != nil {
+				return err
+			}
 		}
-		return nil
+		upBase = time.Duration(metaInt(tx, keyUptime))
+		return stampLegacyOutbox(tx, upBase)
 	})
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
 	}
-	return &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
+	s := &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
 		commit:          cfg.Metrics.GetOrCreatePrometheusHistogramExt("locky_store_commit_seconds", commitBuckets),
-		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total")}, nil
+		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total"),
+		upBase:          upBase, monoBase: cfg.Monotonic()}
+	s.initHealth() // its metrics exist from the start
+	return s, nil
 }
 
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.db.Close() })
+	s.closeOnce.Do(func() {
+		if err := s.db.Update(func(tx *bolt.Tx) error { _, err := s.bookUptime(tx); return err }); err != nil {
+			s.log.Warn("cannot save the outbox clock at close; queued messages may wait up to the time since the last commit longer",
+				"err", err)
+		}
+		s.closeErr = s.db.Close()
+	})
 	return s.closeErr
 }
 

@@ -128,6 +128,11 @@ const (
 	EventLockout    = "code.lockout"
 	EventRemoteOpen = "door.remote_open"
 	EventDoorClosed = "door.closed"
+	// EventStoreRecovered: the locker's database commits again after commits
+	// failed (a full disk: Reason says why and for how long). What failed
+	// meanwhile has been retried; downstream messages acked with an error
+	// then should be sent again.
+	EventStoreRecovered = "store.recovered"
 )
 
 // Event is published upstream on locky/up/events. EventID is unique per locker

@@ -6,6 +6,12 @@
 // All workflow state lives on one goroutine (Run); broker callbacks and timers
 // hand their work to it, so door cycles of different doors interleave without
 // locks and a second code for a door in a cycle gets busy.
+//
+// A write the store fails to commit (a full disk) is held on that goroutine
+// and retried with back-off by a timer, and before any later write, until
+// it commits: a door closing, an event, the lockout state, an ack. Nothing
+// waits on it but the door it concerns: a closed door whose closing is not
+// committed yet answers busy to its codes meanwhile.
 package controller
 
 import (
@@ -44,6 +50,8 @@ type Store interface {
 	Lockout() (store.Lockout, error)
 	LastCycle(door int) (*store.Cycle, error)
 	Ack(now time.Time, msgID string, err error) ([]store.Message, error)
+	// SetPending says how many writes the controller holds for retry.
+	SetPending(owner string, n int)
 }
 
 // Config configures a Controller. The zero value of each duration means its
@@ -65,6 +73,9 @@ type Config struct {
 	// LockoutResetAfter is the quiet time (no wrong code, after the last
 	// lockout ended) that starts the doubling again; 24 h.
 	LockoutResetAfter time.Duration
+	// RetryBase is the first wait before a write that failed to commit is
+	// tried again; it doubles up to RetryMax. 250 ms and 5 s.
+	RetryBase, RetryMax time.Duration
 }
 
 // Defaults fills the zero fields of c with SPEC §5's values.
@@ -81,6 +92,8 @@ func (c *Config) Defaults() {
 	set(&c.LockoutBase, time.Minute)
 	set(&c.LockoutMax, time.Hour)
 	set(&c.LockoutResetAfter, 24*time.Hour)
+	set(&c.RetryBase, 250*time.Millisecond)
+	set(&c.RetryMax, 5*time.Second)
 	if c.LockoutThreshold == 0 {
 		c.LockoutThreshold = 5
 	}
@@ -98,6 +111,9 @@ type phase int
 const (
 	awaitingOpen phase = iota
 	isOpen
+	// closing: the door reported closed and its closing is not committed
+	// yet (the store fails); a retry commits it.
+	closing
 )
 
 // cycle is a door cycle in memory.
@@ -109,6 +125,17 @@ type cycle struct {
 	started  time.Time // monotonic, for the code-to-open latency
 	timer    *time.Timer
 	leftOpen bool
+	// persisted: the store holds the cycle (its opening committed, or it
+	// was restored from the store).
+	persisted bool
+	closedAt  time.Time // when the door reported closed
+}
+
+// pendingWrite is a write that failed to commit, held for retry.
+type pendingWrite struct {
+	what string
+	door int          // 0 when it is not about a door
+	try  func() error // commits it; runs on the Run goroutine
 }
 
 // Controller runs the workflow. Create it with New, start it with Run.
@@ -127,6 +154,11 @@ type Controller struct {
 	cycles map[int]*cycle
 	forced map[int]bool
 	lock   lockout
+
+	pending        []*pendingWrite
+	retryTimer     *time.Timer
+	retryDelay     time.Duration
+	lockoutPending bool // a pendingWrite saves the lockout state
 }
 
 // New validates cfg and returns a Controller.
@@ -169,7 +201,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.log.Info("the screen is still locked out from before the restart", "retry_after_s", seconds(left))
 	}
 	for _, sc := range cycles {
-		cy := &cycle{Cycle: sc, phase: isOpen, started: now}
+		cy := &cycle{Cycle: sc, phase: isOpen, started: now, persisted: true}
 		open := now.Sub(sc.OpenedAt)
 		if open < 0 {
 			open = 0 // the wall clock went back across the restart
@@ -193,6 +225,15 @@ func (c *Controller) Run(ctx context.Context) error {
 				if cy.timer != nil {
 					cy.timer.Stop()
 				}
+			}
+			if c.retryTimer != nil {
+				c.retryTimer.Stop()
+			}
+			if len(c.pending) > 0 {
+				// Door closings stay in the store's open cycles and are
+				// completed after the restart; the rest is lost.
+				c.log.Error("stopping with writes the store could not commit; an open door cycle is completed after the restart, events and acks among them are lost",
+					"pending", len(c.pending), "first", c.pending[0].what)
 			}
 			return nil
 		case fn := <-c.work:
@@ -267,6 +308,16 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 		answer(contract.Display{Result: contract.ResultDoorFault, Message: "The locker cannot check codes right now; please contact support"})
 		return
 	}
+	if r != nil {
+		if cy := c.cycles[r.Door]; cy != nil && cy.phase == closing {
+			// The store has not committed the door's closing yet: what
+			// the code may do depends on it. Busy, not a refusal, so that
+			// it counts for no lockout.
+			answer(contract.Display{Result: contract.ResultBusy, Door: r.Door,
+				Message: fmt.Sprintf("Door %d is still being recorded; try again in a moment", r.Door)})
+			return
+		}
+	}
 	verdict := Refuse
 	if r != nil {
 		var last *store.Cycle
@@ -276,13 +327,21 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 			}
 		}
 		verdict = Judge(r, kind, now, c.cfg.Grace, last)
+		if verdict == Open {
+			// A door the back-end deleted opens for nobody, not even for a
+			// code still within its grace period.
+			if _, ok, err := c.cfg.Store.Door(r.Door); err != nil || !ok {
+				if err != nil {
+					c.log.Error("cannot read a door; its code is refused", "door", r.Door, "err", err)
+				}
+				verdict = Refuse
+			}
+		}
 	}
 	switch verdict {
 	case Refuse:
 		d := c.lock.fail(now)
-		if err := c.cfg.Store.SaveLockout(c.lock.state()); err != nil {
-			c.log.Error("cannot persist the lockout state; a restart would give a guesser fresh attempts", "err", err)
-		}
+		c.saveLockout()
 		if d > 0 {
 			c.event(contract.Event{Type: contract.EventLockout, RetryAfterS: seconds(d)}, nil)
 			c.m.lockouts.Inc()
@@ -370,7 +429,7 @@ func (c *Controller) doorState(door int, st contract.DoorState) {
 		switch {
 		case cy != nil && cy.phase == awaitingOpen:
 			c.opened(cy)
-		case cy == nil && !c.forced[door]:
+		case (cy == nil || cy.phase == closing) && !c.forced[door]:
 			c.forced[door] = true
 			c.m.forced.Inc()
 			c.log.Warn("door opened with no command in flight", "door", door)
@@ -398,11 +457,18 @@ func (c *Controller) opened(cy *cycle) {
 		cy.timer.Stop()
 	}
 	cy.OpenedAt = time.Now().UTC()
-	if _, err := c.cfg.Store.DoorOpened(cy.OpenedAt, cy.Cycle, nil); err != nil {
-		// The door is open; the close still completes the cycle in memory, but a
-		// restart before it would forget the cycle. Say so loudly.
-		c.log.Error("cannot persist an open door cycle; a restart before it closes would lose it", "door", cy.Door, "err", err)
-	}
+	// Until the opening commits, a restart would forget the cycle; the
+	// closing commits it first if the retry has not by then.
+	c.commit("door opening", cy.Door, func() error {
+		if c.cycles[cy.Door] != cy || cy.phase != isOpen || cy.persisted {
+			return nil // closed meanwhile: the closing persisted it
+		}
+		if _, err := c.cfg.Store.DoorOpened(cy.OpenedAt, cy.Cycle, nil); err != nil {
+			return err
+		}
+		cy.persisted = true
+		return nil
+	})
 	c.m.cycles.Inc()
 	c.armLeftOpen(cy, c.cfg.LeftOpenAfter)
 	if cy.reply != nil { // a code opened it (not support, not a restored cycle)
@@ -426,35 +492,61 @@ func (c *Controller) armLeftOpen(cy *cycle, d time.Duration) {
 	})
 }
 
+// closed completes a cycle whose door reported closed. When the store
+// cannot commit it, the cycle stays (phase closing) and a retry commits it
+// with the closing's own time: the door need not report again.
 func (c *Controller) closed(cy *cycle) {
 	if cy.timer != nil {
 		cy.timer.Stop()
 	}
-	now := time.Now()
+	cy.phase = closing
+	cy.closedAt = time.Now()
+	c.commit("door closing", cy.Door, func() error { return c.commitClose(cy) })
+}
+
+func (c *Controller) commitClose(cy *cycle) error {
+	if c.cycles[cy.Door] != cy {
+		return nil
+	}
+	now := cy.closedAt
 	decide := func(sc store.Cycle, r *store.Reservation) store.Transition { return Close(sc, r, now) }
 	done, _, err := c.cfg.Store.CloseCycle(now, cy.Door, decide)
 	if err == nil && done == nil {
-		// The opening was never persisted (the store failed then): persist
-		// it now, so that the closing still changes the status with its event.
-		if _, err = c.cfg.Store.DoorOpened(cy.OpenedAt, cy.Cycle, nil); err == nil {
-			_, _, err = c.cfg.Store.CloseCycle(now, cy.Door, decide)
+		if cy.persisted {
+			// The store has no cycle although it had one: a commit that
+			// reported a failure took effect. Nothing is left to do.
+			c.log.Warn("a door closing was already committed", "door", cy.Door, "reservation", cy.Reservation)
+		} else {
+			// The opening was never persisted (the store failed then):
+			// persist it now, so that the closing still changes the status
+			// with its event.
+			if _, err = c.cfg.Store.DoorOpened(cy.OpenedAt, cy.Cycle, nil); err != nil {
+				return err
+			}
+			cy.persisted = true
+			if _, _, err = c.cfg.Store.CloseCycle(now, cy.Door, decide); err != nil {
+				return err
+			}
 		}
 	}
 	if err != nil {
-		// Keep the cycle: the store still has it, and the next closed report
-		// (or the next start) completes it.
-		c.log.Error("cannot commit a door closing; it is retried on the next report of the door", "door", cy.Door, "err", err)
-		return
+		return err
 	}
 	delete(c.cycles, cy.Door)
+	return nil
 }
 
 // HandleCommand handles a payload of locky/down/commands (support opens a door).
-// It returns once the command's ack is committed.
+// It returns once the command's ack is committed, or held for retry when the
+// store fails (it is then an ack with the error, committed once it can be).
 func (c *Controller) HandleCommand(payload []byte) error {
 	cmd, err := contract.DecodeCommand(payload)
 	if err != nil {
-		_, aerr := c.cfg.Store.Ack(time.Now(), contract.MsgIDOf(payload), err)
+		msgID := contract.MsgIDOf(payload)
+		_, aerr := c.cfg.Store.Ack(time.Now(), msgID, err)
+		if aerr != nil && c.do(func() { c.ack(msgID, err) }) {
+			return nil
+		}
 		return aerr
 	}
 	res := make(chan error, 1)
@@ -472,21 +564,137 @@ func (c *Controller) HandleCommand(payload []byte) error {
 func (c *Controller) remoteOpen(cmd contract.Command) error {
 	now := time.Now()
 	if cy := c.cycles[cmd.Door]; cy != nil {
-		_, err := c.cfg.Store.Ack(now, cmd.MsgID, fmt.Errorf("door %d is in a door cycle; try again once it is closed", cmd.Door))
-		return err
+		if cy.phase == closing {
+			c.ack(cmd.MsgID, fmt.Errorf("door %d closed but its closing is not committed yet (the locker's store fails: see /readyz); send the command again once the locker reports store.recovered", cmd.Door))
+			return nil
+		}
+		c.ack(cmd.MsgID, fmt.Errorf("door %d is in a door cycle; try again once it is closed", cmd.Door))
+		return nil
 	}
+	c.flush() // earlier writes first
 	accepted, err := c.cfg.Store.RemoteOpen(now, cmd.MsgID, cmd.Door, cmd.Reason)
-	if err != nil || !accepted {
-		return err
+	if err != nil {
+		c.ack(cmd.MsgID, fmt.Errorf("the locker cannot store the command, so it did nothing; send it again once the locker reports store.recovered: %w", err))
+		return nil
+	}
+	if !accepted {
+		return nil
 	}
 	c.command(&cycle{Cycle: store.Cycle{Door: cmd.Door, Kind: store.KindSupport, RequestID: cmd.MsgID}, started: now, msgID: cmd.MsgID})
 	return nil
 }
 
+// event commits an upstream event (with its audit record when a is not nil),
+// or holds it for retry; it keeps the time it happened at.
 func (c *Controller) event(ev contract.Event, a *store.AuditRecord) {
-	if _, _, err := c.cfg.Store.AppendEvent(time.Now(), ev, a); err != nil {
-		c.log.Error("cannot commit an event", "type", ev.Type, "door", ev.Door, "err", err)
+	now := time.Now()
+	if ev.At.IsZero() {
+		ev.At = now.UTC()
 	}
+	c.commit("event "+ev.Type, ev.Door, func() error {
+		_, _, err := c.cfg.Store.AppendEvent(now, ev, a)
+		return err
+	})
+}
+
+// ack commits the ack of a downstream message, or holds it for retry.
+func (c *Controller) ack(msgID string, ackErr error) {
+	c.commit("ack", 0, func() error {
+		_, err := c.cfg.Store.Ack(time.Now(), msgID, ackErr)
+		return err
+	})
+}
+
+// saveLockout commits the lockout state; a retry saves the state as it is then.
+func (c *Controller) saveLockout() {
+	if c.lockoutPending {
+		return // the held write saves the latest state
+	}
+	c.commit("lockout state", 0, func() error {
+		if err := c.cfg.Store.SaveLockout(c.lock.state()); err != nil {
+			c.lockoutPending = true
+			return err
+		}
+		c.lockoutPending = false
+		return nil
+	})
+}
+
+// commit runs try, after the writes held for retry (so that they keep their
+// order when the store works again); when it fails, it is held and retried
+// with back-off until it succeeds. It runs on the Run goroutine.
+func (c *Controller) commit(what string, door int, try func() error) {
+	c.flush()
+	if err := try(); err != nil {
+		// The store logs its failures, throttled; here only what waits, and
+		// past the first only the door closings.
+		level := slog.LevelDebug
+		if len(c.pending) == 0 || what == "door closing" {
+			level = slog.LevelWarn
+		}
+		c.log.Log(context.Background(), level, "cannot commit; retried with back-off until the store can, the door need not report again",
+			"what", what, "door", door, "no_space", store.IsNoSpace(err), "held", len(c.pending)+1, "err", err)
+		c.pending = append(c.pending, &pendingWrite{what: what, door: door, try: try})
+		c.cfg.Store.SetPending("controller", len(c.pending))
+		c.scheduleRetry()
+	}
+}
+
+// flush tries the held writes again, oldest first; those that fail stay held.
+func (c *Controller) flush() {
+	if len(c.pending) == 0 {
+		return
+	}
+	kept := c.pending[:0]
+	var lastErr error
+	for _, p := range c.pending {
+		if err := p.try(); err != nil {
+			lastErr = err
+			kept = append(kept, p)
+			continue
+		}
+		c.log.Info("committed after a retry", "what", p.what, "door", p.door)
+	}
+	clear(c.pending[len(kept):])
+	c.pending = kept
+	if len(kept) == 0 {
+		c.retryDelay = 0
+		if c.retryTimer != nil {
+			c.retryTimer.Stop()
+			c.retryTimer = nil
+		}
+	} else {
+		c.log.Debug("writes still fail to commit", "pending", len(kept), "err", lastErr)
+	}
+	c.cfg.Store.SetPending("controller", len(c.pending))
+}
+
+// scheduleRetry arms the retry timer, the wait doubling from RetryBase up to
+// RetryMax while the writes keep failing.
+func (c *Controller) scheduleRetry() {
+	if c.retryTimer != nil {
+		return
+	}
+	switch {
+	case c.retryDelay == 0:
+		c.retryDelay = c.cfg.RetryBase
+	case c.retryDelay < c.cfg.RetryMax:
+		c.retryDelay = min(2*c.retryDelay, c.cfg.RetryMax)
+	}
+	var t *time.Timer
+	t = time.AfterFunc(c.retryDelay, func() {
+		c.do(func() {
+			if c.retryTimer != t {
+				return // flushed meanwhile; another timer may be armed
+			}
+			c.retryTimer = nil
+			c.flush()
+			if len(c.pending) > 0 {
+				c.scheduleRetry()
+			}
+		})
+	})
+	c.retryTimer = t
 }
 
 func (c *Controller) display(reply *Reply, d contract.Display) {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -441,6 +444,123 @@ func TestLockoutSurvivesARestart(t *testing.T) {
 		}
 		if d := r.b.last(); d.Result != contract.ResultLockedOut || d.RetryAfterS != 120 {
 			t.Fatalf("second lockout after a restart: %+v; want 120 s (the doubling survives too)", d)
+		}
+	})
+}
+
+// fullDisk is the real store whose commits fail with ENOSPC while full is set.
+type fullDisk struct {
+	Store
+	mu      sync.Mutex
+	full    bool
+	pending map[string]int
+}
+
+func (f *fullDisk) set(full bool) { f.mu.Lock(); f.full = full; f.mu.Unlock() }
+
+func (f *fullDisk) fail() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.full {
+		return fmt.Errorf("write locky.db: %w", syscall.ENOSPC)
+	}
+	return nil
+}
+
+func (f *fullDisk) CloseCycle(now time.Time, door int, decide func(store.Cycle, *store.Reservation) store.Transition) (*store.Cycle, []store.Message, error) {
+	if err := f.fail(); err != nil {
+		return nil, nil, err
+	}
+	return f.Store.CloseCycle(now, door, decide)
+}
+
+func (f *fullDisk) AppendEvent(now time.Time, ev contract.Event, a *store.AuditRecord) (contract.Event, []store.Message, error) {
+	if err := f.fail(); err != nil {
+		return contract.Event{}, nil, err
+	}
+	return f.Store.AppendEvent(now, ev, a)
+}
+
+func (f *fullDisk) SaveLockout(l store.Lockout) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.Store.SaveLockout(l)
+}
+
+func (f *fullDisk) SetPending(owner string, n int) {
+	f.mu.Lock()
+	f.pending[owner] = n
+	f.mu.Unlock()
+	f.Store.SetPending(owner, n)
+}
+
+func (f *fullDisk) held() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending["controller"]
+}
+
+func TestAClosingThatCannotCommitIsRetriedWithoutTheDoor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		fd := &fullDisk{Store: r.st, pending: map[string]int{}}
+		c, err := New(Config{Store: fd, Broker: r.b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.c.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go c.Run(ctx)
+		defer c.Close()
+		r.c = c
+		r.code("1111")
+		r.door(2, "open")
+		fd.set(true)
+		r.door(2, "closed")
+		if got, _ := r.st.Reservation("R1"); got.Status != contract.StatusArriving {
+			t.Fatalf("R1 %q while the disk is full; want arriving", got.Status)
+		}
+		if n := fd.held(); n != 1 {
+			t.Fatalf("%d writes held; want 1 (the closing)", n)
+		}
+		if d := r.code("1111"); d.Result != contract.ResultBusy || d.Door != 2 {
+			t.Fatalf("deposit code while its closing waits: %+v; want busy for door 2", d)
+		}
+		// Wrong codes meanwhile: their lockout state and event wait too.
+		for i := 0; i < 5; i++ {
+			r.code("9999")
+		}
+		if d := r.b.last(); d.Result != contract.ResultLockedOut {
+			t.Fatalf("5th wrong code on a full disk: %q; want locked_out", d.Result)
+		}
+		time.Sleep(time.Minute) // back-off retries, all failing
+		synctest.Wait()
+		if e := r.lastEvent(); e == contract.EventStored || e == contract.EventLockout {
+			t.Fatalf("event %q committed on a full disk", e)
+		}
+		fd.set(false)
+		time.Sleep(5 * time.Second) // the longest back-off
+		synctest.Wait()
+		if got, _ := r.st.Reservation("R1"); got.Status != contract.StatusStored {
+			t.Fatalf("R1 %q once space returned; want stored without the door reporting again", got.Status)
+		}
+		var types []string
+		for _, e := range r.events() {
+			types = append(types, e.Type)
+		}
+		if want := []string{contract.EventStored, contract.EventLockout}; !slices.Equal(types, want) {
+			t.Fatalf("events %v; want %v, in the order they happened", types, want)
+		}
+		if l, err := r.st.Lockout(); err != nil || l.Until.IsZero() {
+			t.Fatalf("lockout state %+v %v; want the lockout saved once space returned", l, err)
+		}
+		if n := fd.held(); n != 0 {
+			t.Fatalf("%d writes still held; want 0", n)
+		}
+		if h := r.st.Health(); h.Degraded {
+			t.Fatalf("store health %+v once everything committed; want not degraded", h)
 		}
 	})
 }

@@ -7,6 +7,12 @@
 //
 // A message is handled on the publisher's goroutine, so a publisher that waits
 // for Publish to return (the bridge) knows the message is committed.
+//
+// When the store cannot commit a message (a full disk), nothing of it is
+// stored and it is answered with an ack that names the failure, so that the
+// back-end sends it again once the locker reports store.recovered. When even
+// that ack cannot be committed, it is held and retried with back-off until
+// it can be: every message gets its one ack.
 package storehandler
 
 import (
@@ -15,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -36,6 +43,8 @@ type Store interface {
 	Snapshot(now time.Time, msgID string) ([]store.Message, error)
 	AuditReply(now time.Time, req contract.AuditRequest) ([]store.Message, error)
 	Ack(now time.Time, msgID string, err error) ([]store.Message, error)
+	// SetPending says how many acks the handler holds for retry.
+	SetPending(owner string, n int)
 }
 
 // Config configures a Handler.
@@ -46,6 +55,9 @@ type Config struct {
 	Grace   time.Duration
 	Metrics *metrics.Set // nil means a private set
 	Logger  *slog.Logger // nil means slog.Default()
+	// RetryBase is the first wait before an ack that failed to commit is
+	// tried again; it doubles up to RetryMax. Zero means 250 ms and 5 s.
+	RetryBase, RetryMax time.Duration
 }
 
 // Handler handles downstream messages.
@@ -55,6 +67,18 @@ type Handler struct {
 	accepted *metrics.Counter
 	rejected *metrics.Counter
 	failed   *metrics.Counter
+
+	mu     sync.Mutex // guards the fields below
+	held   []heldAck  // acks that failed to commit, oldest first
+	timer  *time.Timer
+	delay  time.Duration
+	closed bool
+}
+
+// heldAck is the ack of a message that the store could not commit.
+type heldAck struct {
+	msgID string
+	err   error
 }
 
 // New returns a Handler.
@@ -64,6 +88,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = 10 * time.Minute
+	}
+	if cfg.RetryBase == 0 {
+		cfg.RetryBase = 250 * time.Millisecond
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -80,17 +110,33 @@ func New(cfg Config) (*Handler, error) {
 	}, nil
 }
 
-// Handle applies one message of locky/down/{entity}. It returns an error only
-// when the store failed and nothing was acked: the message should then be
-// redelivered.
+// Handle applies one message of locky/down/{entity}. When the store fails,
+// nothing of the message is stored and it is acked with the error, at once
+// or, when that ack cannot be committed either, by a retry once it can be.
+// It returns an error only once Close was called and such an ack could not
+// be held: the message should then be redelivered.
 func (h *Handler) Handle(m contract.Message) error {
+	h.retry() // acks held from before first, and a working store shows now
 	entity := strings.TrimPrefix(m.Topic, contract.TopicDownPrefix)
 	now := time.Now()
 	msgs, err := h.apply(now, entity, m.Payload)
 	if err != nil {
 		h.failed.Inc()
-		h.log.Error("cannot apply a downstream message; it is not acked and will be redelivered", "topic", m.Topic, "err", err)
-		return err
+		what := "its storage fails"
+		if store.IsNoSpace(err) {
+			what = "its storage is full"
+		}
+		msgID := contract.MsgIDOf(m.Payload)
+		ackErr := fmt.Errorf("the locker cannot store this message (%s), so nothing of it was stored; send it again once the locker reports store.recovered: %w", what, err)
+		if _, aerr := h.cfg.Store.Ack(now, msgID, ackErr); aerr == nil {
+			h.log.Error("cannot apply a downstream message; acked it with the error, the back-end should send it again", "topic", m.Topic, "msg_id", msgID, "err", err)
+			return nil
+		}
+		if !h.hold(msgID, ackErr) {
+			return fmt.Errorf("cannot apply a downstream message, nor ack it, and the handler is closed: %w", err)
+		}
+		h.log.Error("cannot apply a downstream message nor commit its ack; the ack (with the error) is retried until it commits", "topic", m.Topic, "msg_id", msgID, "err", err)
+		return nil
 	}
 	for _, a := range msgs {
 		var ack contract.Ack
@@ -144,4 +190,82 @@ func (h *Handler) apply(now time.Time, entity string, payload []byte) ([]store.M
 		return st.UpsertUser(now, m.MsgID, *m.User)
 	}
 	return nil, fmt.Errorf("storehandler: decoded %s message carries no entity", entity)
+}
+
+// hold keeps an ack for retry. It reports false once the handler is closed.
+func (h *Handler) hold(msgID string, err error) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.held = append(h.held, heldAck{msgID, err})
+	h.cfg.Store.SetPending("storehandler", len(h.held))
+	h.scheduleLocked()
+	return true
+}
+
+// scheduleLocked arms the retry timer, the wait doubling from RetryBase up
+// to RetryMax while the acks keep failing.
+func (h *Handler) scheduleLocked() {
+	if h.timer != nil || h.closed || len(h.held) == 0 {
+		return
+	}
+	switch {
+	case h.delay == 0:
+		h.delay = h.cfg.RetryBase
+	case h.delay < h.cfg.RetryMax:
+		h.delay = min(2*h.delay, h.cfg.RetryMax)
+	}
+	h.timer = time.AfterFunc(h.delay, func() {
+		h.mu.Lock()
+		h.timer = nil
+		h.mu.Unlock()
+		h.retry()
+	})
+}
+
+// retry commits the held acks, oldest first; those that fail stay held.
+func (h *Handler) retry() {
+	h.mu.Lock()
+	todo := h.held
+	h.held = nil
+	h.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	var kept []heldAck
+	for i, a := range todo {
+		if _, err := h.cfg.Store.Ack(time.Now(), a.msgID, a.err); err != nil {
+			kept = append(kept, todo[i:]...) // the store still fails: keep the order
+			break
+		}
+		h.log.Info("committed a held ack", "msg_id", a.msgID)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held = append(kept, h.held...)
+	if len(h.held) == 0 {
+		h.delay = 0
+	}
+	h.cfg.Store.SetPending("storehandler", len(h.held))
+	h.scheduleLocked()
+}
+
+// Close stops the retries. Acks still held are lost (logged): the back-end
+// gets no answer to those messages and should send them again. It is safe to
+// call more than once.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+	if len(h.held) > 0 {
+		h.log.Error("stopping with acks the store could not commit; the back-end gets no answer to these messages and should send them again",
+			"acks", len(h.held), "first_msg_id", h.held[0].msgID)
+	}
+	return nil
 }

@@ -1,0 +1,220 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// TestFullDiskClosingCommitsOnceSpaceReturns fills the data dir's filesystem
+// (a 2 MiB tmpfs) while a courier has a door open, closes it, and checks
+// that the locker says it is degraded, answers a downstream message, and once
+// space is back completes the closing by itself: the door never reports again.
+func TestFullDiskClosingCommitsOnceSpaceReturns(t *testing.T) {
+	dir := mountTmpfs(t, "2m")
+	cfg := testConfig(t)
+	cfg.DataDir = dir
+	g := startGateway(t, cfg)
+	cl := connect(t, g.MQTTAddr(), "locky/up/#", contract.TopicScreenDisplay)
+	cl.MustAck("reservations", reservation("m-1", "R1", 1, 7, "123456", "654321", "777000"))
+	cl.Code("123456", "r1")
+	cl.Display("r1", contract.ResultOpened)
+
+	filler := filepath.Join(dir, "filler")
+	fillDisk(t, filler)
+	// bbolt reuses the pages that earlier commits freed, which need no new
+	// space: commit until one fails, so that none is left for the closing.
+	for i := 0; ; i++ {
+		if i == 100000 {
+			t.Fatal("commits still succeed on a full disk after 100000 acks")
+		}
+		_, err := g.Store().Ack(time.Now(), fmt.Sprintf("filler-%d", i), errors.New("filler"))
+		if err == nil {
+			continue
+		}
+		if !store.IsNoSpace(err) {
+			t.Fatalf("a commit on a full disk failed with %v; want ENOSPC", err)
+		}
+		break
+	}
+
+	g.SimDoor(t, 7, "close")
+	awaitReadyz(t, g, func(code int, body string) bool {
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "store degraded (no_space)") &&
+			g.Store().Health().Pending > 0
+	})
+	if st := statusOf(t, g, "R1"); st != contract.StatusArriving {
+		t.Fatalf("R1 is %q while the disk is full; want arriving (the closing is not committed)", st)
+	}
+	cl.Code("123456", "r2")
+	if d := cl.Display("r2", contract.ResultBusy); d.Door != 7 {
+		t.Fatalf("the deposit code while the closing waits: %+v; want busy for door 7", d)
+	}
+	if m := metricsText(t, g); !strings.Contains(m, "\nlocky_store_degraded 1\n") ||
+		strings.Contains(m, `locky_store_commit_failures_total{reason="no_space"} 0`) {
+		t.Fatalf("/metrics while the disk is full lacks locky_store_degraded 1 or counts no no_space failure:\n%s", grepLines(m, "locky_store_"))
+	}
+	// A downstream upsert now: it is answered at once with the error when
+	// that ack fits in the database's free pages, or its ack is held.
+	held := g.Store().Health().Pending
+	cl.Publish(contract.TopicDownPrefix+"reservations", reservation("m-2", "R2", 1, 8, "223456", "254321", "277000"))
+	isM2 := func(p []byte) bool { var a contract.Ack; return json.Unmarshal(p, &a) == nil && a.MsgID == "m-2" }
+	awaitReadyz(t, g, func(code int, _ string) bool {
+		return code == http.StatusServiceUnavailable && (g.Store().Health().Pending > held || cl.Count(contract.TopicAcks, isM2) > 0)
+	})
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if a := cl.Ack("m-2"); a.OK || !strings.Contains(a.Error, "send it again") {
+		t.Fatalf("ack of the upsert sent while the disk was full: %+v; want ok:false saying to send it again", a)
+	}
+	if ev := cl.Event(contract.EventStored, "R1", 7); ev.Status != contract.StatusStored {
+		t.Fatalf("event %+v; want R1 stored", ev)
+	}
+	recovered := cl.Event(contract.EventStoreRecovered, "", 0)
+	if !strings.HasPrefix(recovered.Reason, "no_space") {
+		t.Fatalf("store.recovered %+v; want its reason to say no_space", recovered)
+	}
+	awaitReadyz(t, g, func(code int, _ string) bool { return code == http.StatusOK })
+	if st := statusOf(t, g, "R1"); st != contract.StatusStored {
+		t.Fatalf("R1 is %q after space returned; want stored", st)
+	}
+	if m := metricsText(t, g); !strings.Contains(m, "\nlocky_store_degraded 0\n") {
+		t.Fatalf("/metrics after space returned lacks locky_store_degraded 0:\n%s", grepLines(m, "locky_store_"))
+	}
+	// The back-end sends the refused message again, and now it is stored.
+	cl.MustAck("reservations", reservation("m-3", "R2", 1, 8, "223456", "254321", "277000"))
+
+	g.Stop(t)
+	checkDatabase(t, filepath.Join(dir, "locky.db"))
+}
+
+// mountTmpfs mounts a tmpfs of the given size on a fresh directory and
+// unmounts it when the test ends (after the gateway stopped: cleanups run
+// last registered first).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("cannot mount a %s tmpfs on %s: this test needs root (or CAP_SYS_ADMIN) to give the gateway a disk it can fill: %v: %s",
+			size, dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes path until its filesystem has no space left.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !store.IsNoSpace(err) {
+				t.Fatalf("filling the disk: %v; want ENOSPC in the end", err)
+			}
+			return
+		}
+	}
+}
+
+// awaitReadyz polls /readyz until ok accepts its answer, within waitLimit.
+func awaitReadyz(t *testing.T, g *testGateway, ok func(code int, body string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	var code int
+	var body string
+	for {
+		resp, err := http.Get("http://" + g.HTTPAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code, body = resp.StatusCode, string(b)
+		if ok(code, body) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz answers %d %q; health %+v", code, body, g.Store().Health())
+		}
+		time.Sleep(20 * time.Millisecond) // the poll interval, not a wait for an event
+	}
+}
+
+func metricsText(t *testing.T, g *testGateway) string {
+	t.Helper()
+	resp, err := http.Get("http://" + g.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// checkDatabase runs bbolt's consistency check on a closed database and
+// checks that every reservation in it decodes.
+func checkDatabase(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("cannot open the database for its check: %v", err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		err := tx.Bucket([]byte("reservations")).ForEach(func(k, v []byte) error {
+			var r store.Reservation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("reservation %s: %w", k, err)
+			}
+			return nil
+		})
+		return errors.Join(append(errs, err)...)
+	})
+	if err != nil {
+		t.Fatalf("database check: %v", err)
+	}
+}
