@@ -192,13 +192,34 @@ func benchGateway(ctx context.Context, cfg config, sup *supervisor, gw gatewayCm
 	if res.firstCall, err = l.createDoors(ctx, cfg.doors); err != nil {
 		return err
 	}
+	res.wear.fs = fileSystem(dir)
+	beforeUpserts, err := readWriteBytes(p.pid())
+	if err != nil {
+		return err
+	}
+	_, devBefore, devOK := deviceWrites(dir)
 	logf("upserting %d reservations, one at a time", cfg.reservations)
 	if res.upserts, res.upsertWall, err = l.upsertReservations(ctx, cfg.reservations, cfg.doors); err != nil {
 		return err
 	}
+	afterUpserts, err := readWriteBytes(p.pid())
+	if err != nil {
+		return err
+	}
+	_, devUpserts, ok := deviceWrites(dir)
+	devOK = devOK && ok
 	logf("running %d door cycles, %d at a time", cfg.cycles, cfg.cycleWorkers)
 	if res.cycles, res.cycleWall, err = l.runCycles(ctx, cfg); err != nil {
 		return err
+	}
+	afterCycles, err := readWriteBytes(p.pid())
+	if err != nil {
+		return err
+	}
+	res.wear.upserts, res.wear.cycles = afterUpserts-beforeUpserts, afterCycles-afterUpserts
+	dev, devCycles, ok := deviceWrites(dir)
+	if devOK && ok {
+		res.wear.dev, res.wear.devUpserts, res.wear.devCycles = dev, devUpserts-devBefore, devCycles-devUpserts
 	}
 	if res.gwLoaded, err = readMemory(p.pid()); err != nil {
 		return err

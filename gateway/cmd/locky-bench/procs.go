@@ -386,3 +386,56 @@ func loadAverage() string {
 	}
 	return "unknown"
 }
+
+// readWriteBytes returns write_bytes of /proc/PID/io: the bytes the process
+// caused to be sent to the block layer (counted as it dirties page-cache
+// pages). A file system without a block device (tmpfs) counts 0.
+func readWriteBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, fmt.Errorf("cannot read the I/O counters of pid %d (Linux only): %w", pid, err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no write_bytes in /proc/%d/io", pid, pid)
+}
+
+// fileSystem names the file system dir is on, by its statfs magic number.
+func fileSystem(dir string) string {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(dir, &s); err != nil {
+		return "unknown file system"
+	}
+	names := map[int64]string{0xEF53: "ext4", 0x01021994: "tmpfs", 0x794c7630: "overlayfs", 0x58465342: "xfs",
+		0x9123683E: "btrfs", 0x4d44: "vfat", 0x2011BAB0: "exfat", 0xF2F52010: "f2fs"}
+	if n, ok := names[int64(s.Type)]; ok {
+		return n
+	}
+	return fmt.Sprintf("file system 0x%x", s.Type)
+}
+
+// deviceWrites returns the block device dir is on (MAJ:MIN) and the bytes
+// written to it so far by everyone, from /sys/dev/block/MAJ:MIN/stat: with
+// the file system's journal and metadata, as the card sees them. ok is false
+// when dir has no block device of its own (tmpfs, overlayfs).
+func deviceWrites(dir string) (dev string, written int64, ok bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return "", 0, false
+	}
+	d := uint64(st.Dev)
+	dev = fmt.Sprintf("%d:%d", (d>>8)&0xfff|(d>>32)&^0xfff, d&0xff|(d>>12)&^0xff)
+	b, err := os.ReadFile("/sys/dev/block/" + dev + "/stat")
+	if err != nil {
+		return dev, 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 7 {
+		return dev, 0, false
+	}
+	sectors, err := strconv.ParseInt(f[6], 10, 64)
+	return dev, sectors * 512, err == nil
+}

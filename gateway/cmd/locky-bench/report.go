@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"slices"
@@ -52,9 +53,37 @@ type results struct {
 	upsertWall time.Duration
 	cycles     cycleRun
 	cycleWall  time.Duration
+	wear       wear
 
 	gwBroker, mqBroker brokerResult
 	cloud              cloudResult
+}
+
+// wear is what the upserts and the door cycles wrote to the block layer
+// (/proc/PID/io write_bytes), the figure behind an SD card's wear.
+type wear struct {
+	fs              string // the file system of the data dir: tmpfs counts 0
+	upserts, cycles int64  // bytes written during all the upserts, all the door cycles
+
+	// The same at the data dir's block device (MAJ:MIN), by every writer;
+	// dev is "" when the data dir has none.
+	dev                   string
+	devUpserts, devCycles int64
+}
+
+func (w wear) deviceRow(upserts, cycles int) string {
+	if w.dev == "" {
+		return "n/a (no block device of its own)"
+	}
+	return perOp(w.devUpserts, upserts) + "; " + perOp(w.devCycles, cycles)
+}
+
+// perOp formats bytes per operation in KiB.
+func perOp(total int64, n int) string {
+	if n == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f KiB", float64(total)/float64(n)/1024)
 }
 
 // Reference design (SPEC §1), measured on its Pi, not here.
@@ -136,6 +165,10 @@ func printReport(w io.Writer, cfg config, r *results) {
 		{`code → display "opened", p50 / p99 / max`, dist(cyc.opened), "", "", ""},
 		{"code → status event (full door cycle), p50 / p99 / max", dist(cyc.done), "", "", ""},
 		{fmt.Sprintf("full door cycles, %d at a time", cfg.cycleWorkers), perSecond(len(cyc.done), r.cycleWall), "", "", ""},
+		{fmt.Sprintf("bytes written to the block layer per upsert; per full door cycle (data dir on %s)", r.wear.fs),
+			perOp(r.wear.upserts, len(r.upserts)) + "; " + perOp(r.wear.cycles, len(cyc.done)), "", "", ""},
+		{"… the same at the data dir's block device " + cmp.Or(r.wear.dev, "(none)") + ", journal included, all writers",
+			r.wear.deviceRow(len(r.upserts), len(cyc.done)), "", "", ""},
 		{fmt.Sprintf("broker throughput, QoS 1, %d B, %d messages", payloadSize, cfg.flood),
 			flood(r.gwBroker.flood), flood(r.mqBroker.flood), "", ""},
 		{"… publisher's window: the broker's receive maximum (CONNACK)",
@@ -172,6 +205,16 @@ How it was measured:
   in the client's receive callback: p50 / p99 / max (mean).
 - Upserts: locky/down/reservations, one in flight, the next after the ack;
   `+fmt.Sprint(cfg.reservations-cfg.doors)+` cancelled (history) then `+fmt.Sprint(cfg.doors)+` arriving, one per door of `+fmt.Sprint(cfg.doors)+`.
+- Bytes written (SD-card wear): write_bytes of the gateway's /proc/PID/io
+  over all the upserts, then over all the door cycles, divided by their
+  number. It counts the bytes the process dirtied in the page cache for the
+  block layer (bbolt's pwrite of each commit's pages, 4 KiB each, then
+  fdatasync), not the file system's journal; on tmpfs it is 0, so the data dir
+  (under $TMPDIR) must be on a real file system. The device row is the
+  sectors written to the data dir's block device (/sys/dev/block/MAJ:MIN/stat)
+  over the same spans, by every writer: the file system's journal and
+  metadata included, exact only when nothing else writes to that device
+  (TMPDIR on a file system of its own, such as a loop device).
 - Door cycle: code on locky/screen/code → open command on the door's topic →
   the bench publishes {"state":"open"} (retained) → display "opened" →
   the bench publishes {"state":"closed"} → reservation.stored (first cycle of a

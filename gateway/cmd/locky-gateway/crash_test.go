@@ -255,8 +255,9 @@ func (d *driver) step(i int, status string, round int) (string, error) {
 	return next, nil
 }
 
-// checkInvariants opens the database the killed gateway left and checks that
-// every status change has its event and every event its change.
+// checkInvariants opens the database a killed gateway (or a power cut) left
+// and checks that every status change has its event and every event its
+// change.
 func checkInvariants(t *testing.T, dataDir string) map[string]string {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dataDir, "code.key"))
@@ -269,16 +270,16 @@ func checkInvariants(t *testing.T, dataDir string) map[string]string {
 	}
 	st, err := store.Open(store.Config{Path: filepath.Join(dataDir, "locky.db"), CodeKey: key})
 	if err != nil {
-		t.Fatalf("database damaged after SIGKILL: %v", err)
+		t.Fatalf("database damaged after the crash: %v", err)
 	}
 	defer st.Close()
 	rs, err := st.Reservations()
 	if err != nil {
-		t.Fatalf("reservations unreadable after SIGKILL: %v", err)
+		t.Fatalf("reservations unreadable after the crash: %v", err)
 	}
 	msgs, err := st.OutboxAfter(0, 1<<30)
 	if err != nil {
-		t.Fatalf("outbox unreadable after SIGKILL: %v", err)
+		t.Fatalf("outbox unreadable after the crash: %v", err)
 	}
 	events := map[string]map[string]bool{}
 	for _, m := range msgs {
