@@ -140,7 +140,7 @@ func devCodeKey(cfg Config, log *slog.Logger) ([]byte, error) {
 		if _, err := rand.Read(k); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+		if err := writeSynced(path, []byte(hex.EncodeToString(k)+"\n")); err != nil {
 			return nil, fmt.Errorf("cannot write the dev code key %q: %w", path, err)
 		}
 		log.Warn("dev mode: generated a code key; production lockers get theirs from --code-key-file", "path", path)
@@ -154,6 +154,38 @@ func devCodeKey(cfg Config, log *slog.Logger) ([]byte, error) {
 		return nil, fmt.Errorf("the dev code key %q is damaged (%w); restore it from a backup: without it no stored code matches", path, err)
 	}
 	return k, nil
+}
+
+// writeSynced writes a new file of mode 0600 durably: the data is synced
+// before the file gets its name, and the name before it returns, so a power
+// cut leaves either no key or the whole key (and never a key that the codes
+// stored after it do not match).
+func writeSynced(path string, data []byte) error {
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // prepareDataDir creates the data dir with mode 0700, or makes an existing
