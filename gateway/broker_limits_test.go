@@ -56,8 +56,8 @@ func awaitClosed(t *testing.T, ended <-chan struct{}, n int, what string) {
 
 // TestGatewayRefusesIdleConnectionsPastItsCap is the memory attack of the
 // issue: 500 TCP connections that never send CONNECT. The deadline is far,
-// so exactly those past --mqtt-max-clients are refused; the stop closes the
-// others.
+// so exactly as many as pass --mqtt-max-clients are evicted (the oldest
+// before their CONNECT); the stop closes the others.
 func TestGatewayRefusesIdleConnectionsPastItsCap(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MQTTMaxClients = 20
@@ -65,8 +65,8 @@ func TestGatewayRefusesIdleConnectionsPastItsCap(t *testing.T) {
 	cfg.MQTTConnectTimeout = time.Hour
 	g := startGateway(t, cfg)
 	ended := idleTCP(t, g.MQTTAddr(), 500, false)
-	awaitClosed(t, ended, 480, "idle connections past the cap")
-	awaitSeries(t, g, `locky_broker_connections_refused_total{reason="max_connecting"}`, "480", equals(480))
+	awaitClosed(t, ended, 480, "idle connections evicted")
+	awaitSeries(t, g, `locky_broker_connections_refused_total{reason="evicted"}`, "480", equals(480))
 	if v := seriesValue(t, g, "locky_broker_connections_connecting"); v != 20 {
 		t.Errorf("connections before CONNECT: %v; want 20", v)
 	}

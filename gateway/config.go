@@ -37,11 +37,13 @@ type Config struct {
 	// Limits of the local broker's clients (broker.Config has the details):
 	// clients connected at once (and as many connections still before
 	// their CONNECT), open connections per IP address, the time to deliver
-	// the CONNECT, and retained topics. Each must be positive.
+	// the CONNECT, retained topics, and clients connected at once with one
+	// user. Each must be positive.
 	MQTTMaxClients     int
 	MQTTMaxPerAddr     int
 	MQTTConnectTimeout time.Duration
 	MQTTMaxRetained    int
+	MQTTMaxPerUser     int
 	// Dev mode: the local broker accepts anonymous clients and the code key
 	// is generated into the data dir when neither --code-key nor
 	// --code-key-file is set.
@@ -120,6 +122,7 @@ func Defaults() Config {
 		CloudSessionExpiry: 7 * 24 * time.Hour, CloudRetryMax: 2 * time.Minute, MetricsPushInterval: 30 * time.Second,
 		LogFormat: "text", LogLevel: "info",
 		MQTTMaxClients: 256, MQTTMaxPerAddr: 32, MQTTConnectTimeout: 5 * time.Second, MQTTMaxRetained: 512,
+		MQTTMaxPerUser: 8,
 	}
 }
 
@@ -133,7 +136,8 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MQTTMaxPerAddr, "mqtt-max-per-addr", c.MQTTMaxPerAddr, "local broker: open connections from one IP address (loopback clients share one); the next is closed")
 	fs.DurationVar(&c.MQTTConnectTimeout, "mqtt-connect-timeout", c.MQTTConnectTimeout, "local broker: time a new connection has to deliver its whole CONNECT before it is closed")
 	fs.IntVar(&c.MQTTMaxRetained, "mqtt-max-retained", c.MQTTMaxRetained, "local broker: retained topics; a client's retained message on a new topic past it is refused (the gateway's own never are)")
-	fs.StringVar(&c.MQTTUsers, "mqtt-users", c.MQTTUsers, "file of `name role argon2id-hash [client-ids]` lines for the local broker, written by `locky-gateway passwd NAME ROLE` (roles: screen, door:N, doors, backend, observer, admin)")
+	fs.IntVar(&c.MQTTMaxPerUser, "mqtt-max-per-user", c.MQTTMaxPerUser, "local broker: clients connected at once with one user; the next gets CONNACK quota exceeded")
+	fs.StringVar(&c.MQTTUsers, "mqtt-users", c.MQTTUsers, "file of `name role argon2id-hash [client-ids]` lines for the local broker, written by `locky-gateway passwd NAME ROLE` (roles: screen, door:N, doors, backend, observer, admin; observer reads door states and commands, locky/up/# and the display, never codes)")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "dev mode: anonymous local broker, code key generated into the data dir")
 	fs.IntVar(&c.SimDoors, "sim-doors", c.SimDoors, "simulated doors; 0 = none, an external client plays the doors")
 	fs.StringVar(&c.SimDoorSize, "sim-door-size", c.SimDoorSize, "size of the doors created for the simulator")
@@ -588,7 +592,8 @@ func (c *Config) Validate() error {
 	if c.LockoutThreshold < 1 {
 		bad("--lockout-threshold must be at least 1")
 	}
-	for name, n := range map[string]int{"--mqtt-max-clients": c.MQTTMaxClients, "--mqtt-max-per-addr": c.MQTTMaxPerAddr, "--mqtt-max-retained": c.MQTTMaxRetained} {
+	for name, n := range map[string]int{"--mqtt-max-clients": c.MQTTMaxClients, "--mqtt-max-per-addr": c.MQTTMaxPerAddr, "--mqtt-max-retained": c.MQTTMaxRetained,
+		"--mqtt-max-per-user": c.MQTTMaxPerUser} {
 		if n < 1 {
 			bad("%s %d: must be at least 1", name, n)
 		}

@@ -20,6 +20,7 @@ import (
 
 	bridge "github.com/locky-edge/locky/backend-bridge"
 	"github.com/locky-edge/locky/gateway/broker"
+	"github.com/locky-edge/locky/gateway/logthrottle"
 	"github.com/locky-edge/locky/gateway/metricspush"
 	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
@@ -42,6 +43,7 @@ var (
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
+	logs    *logthrottle.Handler // the throttle of log, flushed when the gateway stops
 	metrics *metrics.Set
 	started time.Time
 
@@ -108,7 +110,12 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, log: log, metrics: metrics.NewSet(), started: time.Now(),
+	// Every component logs through one throttle: a client that makes one
+	// write a line per message (a refused response topic, a rejected
+	// downstream message) gets rootLogBurst of them per 10 s, then a summary.
+	logs := logthrottle.New(log.Handler(), logthrottle.Config{Burst: rootLogBurst})
+	log = slog.New(logs)
+	g := &Gateway{cfg: cfg, log: log, logs: logs, metrics: metrics.NewSet(), started: time.Now(),
 		stopped: make(chan struct{}), readyCh: make(chan struct{}), failed: make(chan error, 1)}
 	var keys codeKeys
 	err := g.startAll([]step{
@@ -126,6 +133,11 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// rootLogBurst is how many lines of one level and message the gateway's log
+// takes per 10 s; above the broker's 10, so that a graceful stop logs each of
+// its steps.
+const rootLogBurst = 25
 
 // startAll runs steps in order. When one fails, it stops every step started
 // so far (New's ones included), in reverse order, and returns the error.
@@ -261,7 +273,7 @@ func (g *Gateway) listenHTTP() error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", g.cfg.HTTPAddr, err)
 	}
-	g.httpLn = ln
+	g.httpLn = newLimitListener(ln, httpMaxConns, g.metrics.NewCounter("locky_http_connections_refused_total"))
 	g.onStop("http listener", func() error {
 		if g.httpDone != nil {
 			return nil // served: closed by the server's shutdown
@@ -282,7 +294,7 @@ func (g *Gateway) newBroker() error {
 			return fmt.Errorf("--mqtt-users: %w", err)
 		}
 	}
-	b, err := broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: users, Metrics: g.metrics, Logger: g.log,
+	b, err := broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: broker.WithMaxClients(users, cfg.MQTTMaxPerUser), Metrics: g.metrics, Logger: g.log,
 		MaxClients: cfg.MQTTMaxClients, MaxPerAddr: cfg.MQTTMaxPerAddr, ConnectTimeout: cfg.MQTTConnectTimeout, MaxRetained: cfg.MQTTMaxRetained})
 	if err != nil {
 		return err
@@ -399,7 +411,8 @@ func (g *Gateway) serveWeb() error {
 		return err
 	}
 	g.web = w
-	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 5 * time.Second}
+	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: httpIdleTimeout,
+		ErrorLog: slog.NewLogLogger(g.log.With("component", "http").Handler(), slog.LevelWarn)}
 	g.httpDone = make(chan struct{})
 	go func() {
 		defer close(g.httpDone)
@@ -590,6 +603,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.log.Warn("cannot tell systemd the gateway is stopping", "err", err)
 	}
 	g.closeErr = g.stopAll(slog.LevelInfo)
+	g.logs.Flush()
 	return runErr
 }
 
@@ -656,6 +670,7 @@ func (g *Gateway) Close() error {
 		g.state = closed
 		g.life.Unlock()
 		g.closeErr = g.stopAll(slog.LevelDebug)
+		g.logs.Flush()
 		close(g.stopped)
 	case running:
 		cancel := g.cancel

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/web"
 )
 
 func (g *Gateway) routes() http.Handler {
@@ -36,10 +38,10 @@ func (g *Gateway) routes() http.Handler {
 		g.writeMetrics(w)
 	})
 	if g.sim != nil {
-		mux.Handle("/sim/", g.sim.Handler())
+		mux.Handle("/sim/", web.SameOrigin(g.sim.Handler())) // no POST from another origin's page
 	}
 	mux.Handle("/", g.web.Handler()) // the locker page, the kiosk and their API (lockio/web)
-	return mux
+	return bodyDeadline(mux)
 }
 
 // storeDegraded is the /readyz body while the store fails to commit.
@@ -92,22 +94,28 @@ var metricHelp = map[string]string{
 	"locky_gateway_uptime_seconds": "Time since the gateway process started.",
 	"locky_gateway_ready":          "1 while the gateway serves: broker listening, store open, handlers subscribed.",
 
-	"locky_broker_clients_connected":          "MQTT clients connected to the local broker, the gateway's own handlers not counted.",
-	"locky_broker_subscriptions":              "Subscriptions on the local broker.",
-	"locky_broker_retained_messages":          "Retained messages the local broker holds.",
-	"locky_broker_inflight_messages":          "QoS 1 and 2 messages sent to clients and not yet acknowledged.",
-	"locky_broker_messages_received_total":    "PUBLISH packets the local broker received from clients.",
-	"locky_broker_messages_sent_total":        "PUBLISH packets the local broker sent to clients.",
-	"locky_broker_messages_dropped_total":     "Messages to a slow client dropped, by reason: queue_full (its write queue was full), inflight_full (too many unacknowledged).",
-	"locky_broker_bytes_received_total":       "Bytes the local broker received from clients.",
-	"locky_broker_bytes_sent_total":           "Bytes the local broker sent to clients.",
-	"locky_broker_connections_open":           "TCP connections open to the local broker.",
-	"locky_broker_connections_connecting":     "Connections to the local broker that have not yet delivered their CONNECT.",
-	"locky_broker_connections_refused_total":  "Connections to the local broker refused by a limit, by reason.",
-	"locky_broker_auth_failures_total":        "Clients refused by the local broker's authentication or ACL, by reason.",
-	"locky_broker_packets_too_large_total":    "Clients disconnected for a packet over the maximum packet size.",
-	"locky_broker_retained_refused_total":     "Retained publishes on a new topic refused past the retained-message limit.",
-	"locky_broker_log_lines_suppressed_total": "Log lines of the local broker left out by the rate limit.",
+	"locky_http_connections_refused_total": "HTTP connections closed on accept: the gateway had its maximum (128) open.",
+
+	"locky_broker_clients_connected":               "MQTT clients connected to the local broker, the gateway's own handlers not counted.",
+	"locky_broker_subscriptions":                   "Subscriptions on the local broker.",
+	"locky_broker_retained_messages":               "Retained messages the local broker holds.",
+	"locky_broker_inflight_messages":               "QoS 1 and 2 messages sent to clients and not yet acknowledged.",
+	"locky_broker_messages_received_total":         "PUBLISH packets the local broker received from clients.",
+	"locky_broker_messages_sent_total":             "PUBLISH packets the local broker sent to clients.",
+	"locky_broker_messages_dropped_total":          "Messages to a slow client dropped, by reason: queue_full (its write queue was full), inflight_full (too many unacknowledged).",
+	"locky_broker_bytes_received_total":            "Bytes the local broker received from clients.",
+	"locky_broker_bytes_sent_total":                "Bytes the local broker sent to clients.",
+	"locky_broker_connections_open":                "TCP connections open to the local broker.",
+	"locky_broker_connections_connecting":          "Connections to the local broker that have not yet delivered their CONNECT.",
+	"locky_broker_connections_refused_total":       "Connections to the local broker refused by a limit, by reason.",
+	"locky_broker_slow_clients_disconnected_total": "Clients disconnected because they stopped reading: more than 1 MiB queued to them (queue_full) or a write stuck for 10 s (write_timeout).",
+	"locky_broker_auth_failures_total":             "Clients refused by the local broker's authentication or ACL, by reason.",
+	"locky_broker_packets_too_large_total":         "Clients disconnected for a packet over the maximum packet size.",
+	"locky_broker_retained_refused_total":          "Retained publishes on a new topic refused past the retained-message limit.",
+	"locky_broker_log_lines_suppressed_total":      "Log lines of the local broker left out by the rate limit.",
+
+	"locky_broker_publishes_refused_total":     "Client publishes refused, by reason: retained outside door states, topic name too long.",
+	"locky_broker_subscriptions_refused_total": "Client subscription filters refused, by reason: too many for the client, filter too long.",
 
 	"locky_workflow_code_attempts_total":     "Codes entered on the screen, by the answer shown (result).",
 	"locky_workflow_code_to_command_seconds": "Time from a code received to the open command published to its door.",
@@ -205,4 +213,101 @@ func (g *Gateway) registerMetrics() {
 		defer mu.Unlock()
 		return ob.waited.Seconds() // a wall clock that steps moves nothing here
 	})
+}
+
+// The HTTP server's limits. A client that sends a request's headers and
+// never its body held a connection, and a file descriptor, for ever: 20 400
+// such connections took every descriptor of the process, the broker's too.
+const (
+	// httpMaxConns bounds the HTTP connections open at once; past it, a new
+	// one is accepted and closed at once, counted in
+	// locky_http_connections_refused_total. The pages, the kiosk and a
+	// scraper need a handful.
+	httpMaxConns = 128
+	// httpBodyTimeout bounds the reading of a request's body, from the end
+	// of its headers (which ReadHeaderTimeout bounds). Not the server's
+	// ReadTimeout: net/http cancels a request's context when its
+	// background read hits that deadline, which would end the pages'
+	// event streams.
+	httpBodyTimeout = 10 * time.Second
+	// httpIdleTimeout closes a kept-alive connection with no request.
+	httpIdleTimeout = 60 * time.Second
+)
+
+// bodyDeadline gives a request with a body httpBodyTimeout to send it; the
+// deadline goes once the body is read, so that a slow answer (a kiosk code
+// waits for its door) is not cut. A body the handler leaves unread, which
+// net/http discards after it, is bounded by the same deadline.
+func bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(httpBodyTimeout)); err != nil {
+			http.Error(w, fmt.Sprintf("cannot bound the body read: %v", err), http.StatusInternalServerError)
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the read deadline once its body is read to the end.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{}) // fails only on a closed connection, which the next read says
+	}
+	return n, err
+}
+
+// limitListener accepts at most max connections open at once; past that it
+// closes a new connection at once and counts it.
+type limitListener struct {
+	net.Listener
+	slots   chan struct{}
+	refused *metrics.Counter
+}
+
+func newLimitListener(ln net.Listener, max int, refused *metrics.Counter) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, max), refused: refused}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+			l.refused.Inc()
+			_ = c.Close() // a refused connection: nothing to report of its close
+		}
+	}
+}
+
+// limitConn frees its slot of the limitListener when closed, once, just
+// before the close: a client that sees its connection closed finds the slot
+// free.
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
 }

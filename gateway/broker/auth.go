@@ -25,10 +25,19 @@ type User struct {
 	//   door:N     read locky/doors/N/command, publish locky/doors/N/state
 	//   doors      the same for every door (a board driving many doors)
 	//   backend    publish locky/down/#, read locky/up/# (an external bridge)
-	//   observer   read locky/#
+	//   observer   read locky/doors/+/state, locky/doors/+/command,
+	//              locky/up/# and locky/screen/display: not locky/down/#
+	//              (the back-end's upserts carry plain codes) nor
+	//              locky/screen/code (the codes typed on the kiosk)
 	//   admin      everything
 	// A Will is a publish: it must lie in the topics the role may publish.
+	// Whatever the role, a network client may retain (a publish or a Will)
+	// only on locky/doors/+/state, the door boards' states.
 	Role string
+	// MaxClients bounds the clients connected at once with this user; the
+	// next gets CONNACK 0x97 Quota exceeded (0x03 in MQTT 3.1.1). Zero
+	// means 8 (see WithMaxClients).
+	MaxClients int
 	// PasswordHash is the argon2id hash of the password as HashPassword
 	// writes it (a PHC string).
 	PasswordHash string
@@ -70,7 +79,7 @@ func roleACL(role string) (acl, error) {
 	case role == "backend":
 		return acl{write: []string{"locky/down/#"}, read: []string{"locky/up/#"}}, nil
 	case role == "observer":
-		return acl{read: []string{"locky/#"}}, nil
+		return acl{read: []string{"locky/doors/+/state", "locky/doors/+/command", "locky/up/#", "locky/screen/display"}}, nil
 	case role == "admin":
 		return acl{write: []string{"#"}, read: []string{"#"}}, nil
 	}
@@ -204,6 +213,31 @@ func NewUser(name, role, password string, clientIDs []string) (User, error) {
 	return u, nil
 }
 
+// defaultMaxPerUser is the clients of one user connected at once when its
+// MaxClients is zero.
+const defaultMaxPerUser = 8
+
+// WithMaxClients returns users with MaxClients set to n (--mqtt-max-per-user)
+// where it is zero.
+func WithMaxClients(users []User, n int) []User {
+	out := make([]User, len(users))
+	for i, u := range users {
+		if u.MaxClients == 0 {
+			u.MaxClients = n
+		}
+		out[i] = u
+	}
+	return out
+}
+
+// maxClients returns the clients of u allowed at once.
+func (u User) maxClients() int {
+	if u.MaxClients > 0 {
+		return u.MaxClients
+	}
+	return defaultMaxPerUser
+}
+
 // Line returns u as a line of a users file.
 func (u User) Line() string {
 	s := u.Name + " " + u.Role + " " + u.PasswordHash
@@ -275,16 +309,36 @@ type authHook struct {
 	hashing  chan struct{} // a token per hash computed now
 	mu       sync.Mutex
 	accepted map[*mqtt.Client]time.Time // passed OnConnect, when
-	// dummy is checked for unknown users, so that they take as long as the
-	// (first) user's; no password matches it in practice.
-	dummy passwordHash
+	subs     *subscriptionLimits
 
-	failures map[string]*metrics.Counter // by reason
-	logs     logLimiter
+	failures   map[string]*metrics.Counter // by reason
+	maxPerUser *metrics.Counter
+	pubRefused map[string]*metrics.Counter // by reason, publishRefusedReasons
+	logs       logLimiter
 }
 
 // The reasons of locky_broker_auth_failures_total.
-var authFailureReasons = []string{"anonymous", "password", "throttled", "busy", "client_id", "session", "will"}
+// A user name is no secret on a locker (it is in the kiosk's and the boards'
+// configuration): an unknown one is refused at once, without the hash, as
+// "unknown_user".
+var authFailureReasons = []string{"anonymous", "unknown_user", "password", "throttled", "busy", "client_id", "session", "will"}
+
+// The reasons of locky_broker_publishes_refused_total.
+const (
+	reasonRetainedTopic = "retained_topic" // retained outside retainTopics
+	reasonTopicTooLong  = "topic_too_long" // over maxTopicLen
+)
+
+var publishRefusedReasons = []string{reasonRetainedTopic, reasonTopicTooLong}
+
+// retainTopics is the filter of the topics a network client may retain on:
+// the door boards' states. A retained message anywhere else (a code, a
+// command, an upsert) would be replayed to every later subscriber.
+const retainTopics = "locky/doors/+/state"
+
+// maxTopicLen bounds the topic name of a client's publish or Will, in bytes;
+// the contract's longest is far below it.
+const maxTopicLen = 256
 
 func newAuthHook(srv *mqtt.Server, cfg Config) (*authHook, error) {
 	set := cfg.Metrics
@@ -299,8 +353,9 @@ func newAuthHook(srv *mqtt.Server, cfg Config) (*authHook, error) {
 		srv: srv, users: map[string]User{}, hashes: map[string]passwordHash{}, acls: map[string]acl{},
 		allowAnonymous: cfg.AllowAnonymous, log: log.With("component", "broker-auth"), now: time.Now,
 		hashing: make(chan struct{}, maxHashing), failures: map[string]*metrics.Counter{},
-		accepted: map[*mqtt.Client]time.Time{},
-		dummy:    passwordHash{params: DefaultArgon2(), salt: make([]byte, saltLen), key: make([]byte, keyLen)},
+		accepted: map[*mqtt.Client]time.Time{}, pubRefused: map[string]*metrics.Counter{},
+		maxPerUser: set.NewCounter(`locky_broker_connections_refused_total{reason="max_per_user"}`),
+		subs:       newSubscriptionLimits(set),
 	}
 	h.throttle = newLoginThrottle(func() time.Time { return h.now() })
 	h.logs.now = h.throttle.now
@@ -316,12 +371,12 @@ func newAuthHook(srv *mqtt.Server, cfg Config) (*authHook, error) {
 		h.users[u.Name] = u
 		h.hashes[u.Name], _ = parsePasswordHash(u.PasswordHash) // checked above
 		h.acls[u.Name], _ = roleACL(u.Role)
-		if i == 0 {
-			h.dummy.params = h.hashes[u.Name].params
-		}
 	}
 	for _, r := range authFailureReasons {
 		h.failures[r] = set.NewCounter(`locky_broker_auth_failures_total{reason="` + r + `"}`)
+	}
+	for _, r := range publishRefusedReasons {
+		h.pubRefused[r] = set.NewCounter(`locky_broker_publishes_refused_total{reason="` + r + `"}`)
 	}
 	return h, nil
 }
@@ -329,17 +384,21 @@ func newAuthHook(srv *mqtt.Server, cfg Config) (*authHook, error) {
 func (h *authHook) ID() string { return "locky-auth" }
 
 func (h *authHook) Provides(b byte) bool {
-	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnWill
+	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnWill ||
+		b == mqtt.OnPublish || b == mqtt.OnSubscribe || b == mqtt.OnPacketEncode || b == mqtt.OnDisconnect
 }
 
 // OnConnect admits or refuses a CONNECT, answering a refusal itself.
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	code, reason := h.admit(cl, pk)
 	if code == packets.CodeSuccess {
-		h.accept(cl)
 		return nil
 	}
-	h.failures[reason].Inc()
+	if reason == "max_per_user" {
+		h.maxPerUser.Inc()
+	} else {
+		h.failures[reason].Inc()
+	}
 	if h.logs.allow() {
 		h.log.Warn("MQTT client refused", "reason", reason, "user", string(pk.Connect.Username),
 			"client", cl.ID, "remote", cl.Net.Remote, "answer", code.Reason)
@@ -359,7 +418,7 @@ func forVersion(cl *mqtt.Client, code packets.Code) packets.Code {
 	switch code {
 	case packets.ErrNotAuthorized:
 		return packets.ErrBadUsernameOrPassword // 0x05 not authorized
-	case packets.ErrConnectionRateExceeded, packets.ErrServerBusy:
+	case packets.ErrConnectionRateExceeded, packets.ErrServerBusy, packets.ErrQuotaExceeded:
 		return packets.ErrServerUnavailable
 	}
 	return code
@@ -384,8 +443,8 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 			return packets.ErrClientIdentifierNotValid, "client_id"
 		}
 	}
-	if cl.Properties.Will.Flag == 1 {
-		if !h.mayPublish(name, cl.Properties.Will.TopicName) {
+	if will := cl.Properties.Will; will.Flag == 1 {
+		if !h.mayPublish(name, will.TopicName) || will.Retain && !covers(retainTopics, will.TopicName) {
 			return packets.ErrNotAuthorized, "will"
 		}
 		// mochi sends a delayed Will without asking OnWill; sending every
@@ -397,6 +456,9 @@ func (h *authHook) admit(cl *mqtt.Client, pk packets.Packet) (packets.Code, stri
 	if old, ok := h.srv.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
 		return packets.ErrClientIdentifierNotValid, "session"
 	}
+	if !h.accept(cl, name) {
+		return packets.ErrQuotaExceeded, "max_per_user"
+	}
 	return packets.CodeSuccess, ""
 }
 
@@ -406,6 +468,11 @@ func (h *authHook) authenticate(cl *mqtt.Client, name string, password []byte) (
 	hash, isUser := h.hashes[name]
 	if h.throttle.blocked(name, isUser, ip) > 0 {
 		return packets.ErrConnectionRateExceeded, "throttled"
+	}
+	if !isUser {
+		// Counted against the address, so that a scanner is throttled too.
+		h.throttle.failed(name, false, ip)
+		return packets.ErrBadUsernameOrPassword, "unknown_user"
 	}
 	select {
 	case h.hashing <- struct{}{}:
@@ -417,13 +484,10 @@ func (h *authHook) authenticate(cl *mqtt.Client, name string, password []byte) (
 		<-h.hashing
 		return packets.ErrConnectionRateExceeded, "throttled"
 	}
-	if !isUser {
-		hash = h.dummy
-	}
-	ok := hash.matches(password) && isUser
+	ok := hash.matches(password)
 	<-h.hashing
 	if !ok {
-		if key, d := h.throttle.failed(name, isUser, ip); d > 0 && h.logs.allow() {
+		if key, d := h.throttle.failed(name, true, ip); d > 0 && h.logs.allow() {
 			h.log.Warn("too many failed MQTT logins: refusing them for a while", "key", key, "for", d)
 		}
 		return packets.ErrBadUsernameOrPassword, "password"
@@ -433,18 +497,35 @@ func (h *authHook) authenticate(cl *mqtt.Client, name string, password []byte) (
 }
 
 // accept marks cl for OnConnectAuthenticate, which mochi calls right after
-// the OnConnect hooks. A mark left by a client that a later OnConnect hook
-// refused is dropped a minute on.
-func (h *authHook) accept(cl *mqtt.Client) {
+// the OnConnect hooks, if its user (name, empty for anonymous) has fewer
+// than its MaxClients connected: the clients mochi holds, but for one cl
+// takes over, and those marked and not yet held. A mark left by a client
+// that a later OnConnect hook refused is dropped a minute on.
+func (h *authHook) accept(cl *mqtt.Client, name string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := time.Now()
+	n := 0
 	for c, at := range h.accepted {
-		if now.Sub(at) > time.Minute {
+		switch {
+		case now.Sub(at) > time.Minute:
 			delete(h.accepted, c)
+		case string(c.Properties.Username) == name && c.ID != cl.ID:
+			n++
+		}
+	}
+	if u, ok := h.users[name]; ok {
+		for _, c := range h.srv.Clients.GetAll() {
+			if !c.Net.Inline && !c.Closed() && c.ID != cl.ID && string(c.Properties.Username) == name {
+				n++
+			}
+		}
+		if n >= u.maxClients() {
+			return false
 		}
 	}
 	h.accepted[cl] = now
+	return true
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
@@ -454,6 +535,42 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool
 	delete(h.accepted, cl)
 	return ok
 }
+
+// OnPublish refuses a network client's retained message outside
+// retainTopics and a topic name over maxTopicLen, as refusePublish tells.
+func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	switch {
+	case len(pk.TopicName) > maxTopicLen:
+		h.pubRefused[reasonTopicTooLong].Inc()
+		return pk, refusePublish(cl, pk, packets.ErrTopicNameInvalid)
+	case pk.FixedHeader.Retain && !covers(retainTopics, pk.TopicName):
+		h.pubRefused[reasonRetainedTopic].Inc()
+		return pk, refusePublish(cl, pk, packets.ErrNotAuthorized)
+	}
+	return pk, nil
+}
+
+// OnSubscribe refuses the filters past the subscription limits.
+func (h *authHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if cl.Net.Inline {
+		return pk
+	}
+	return h.subs.check(cl, pk)
+}
+
+// OnPacketEncode gives the SUBACK of a subscription past the limits its
+// reason codes.
+func (h *authHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Suback {
+		return h.subs.answer(cl, pk)
+	}
+	return pk
+}
+
+func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.subs.forget(cl) }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return h.allowed(string(cl.Properties.Username), topic, write)
@@ -481,7 +598,7 @@ func (h *authHook) allowed(name, topic string, write bool) bool {
 // mayPublish reports whether the user may publish (or leave a Will) on a
 // topic: a topic name, not a filter.
 func (h *authHook) mayPublish(name, topic string) bool {
-	if topic == "" || strings.ContainsAny(topic, "+#\x00") {
+	if topic == "" || len(topic) > maxTopicLen || strings.ContainsAny(topic, "+#\x00") {
 		return false
 	}
 	return h.allowed(name, topic, true)
@@ -492,7 +609,7 @@ func (h *authHook) mayPublish(name, topic string) bool {
 // Will is dropped: mochi publishes whatever OnWill returns, and a Will with
 // no topic reaches no subscriber and retains nothing.
 func (h *authHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if h.mayPublish(string(cl.Properties.Username), will.TopicName) {
+	if h.mayPublish(string(cl.Properties.Username), will.TopicName) && (!will.Retain || covers(retainTopics, will.TopicName)) {
 		return will, nil
 	}
 	h.failures["will"].Inc()

@@ -168,7 +168,8 @@ func TestRolesOnARealBroker(t *testing.T) {
 	f("door7", "d", "locky/doors/8/state", true, false)
 	f("door7", "d", "locky/doors/7/command", false, true)
 	f("door7", "d", "locky/doors/+/command", false, false)
-	f("ops", "o", "locky/#", false, true)
+	f("ops", "o", "locky/#", false, false)
+	f("ops", "o", "locky/up/#", false, true)
 	f("ops", "o", "locky/screen/code", true, false)
 }
 
@@ -219,7 +220,9 @@ func mayRead(role, filter string) bool {
 	case "backend":
 		return strings.HasPrefix(filter, "locky/up/")
 	case "observer":
-		return strings.HasPrefix(filter, "locky/")
+		doors := strings.HasPrefix(filter, "locky/doors/") && !strings.Contains(filter, "#") &&
+			(strings.HasSuffix(filter, "/state") || strings.HasSuffix(filter, "/command"))
+		return doors || strings.HasPrefix(filter, "locky/up/") || filter == "locky/screen/display"
 	case "admin":
 		return true
 	}
@@ -247,17 +250,20 @@ func TestEveryRoleIsKeptToItsTopicsAndWills(t *testing.T) {
 				}
 			}
 			for _, topic := range append(matrixTopics, matrixFilters...) {
-				o := opts{user: name, pw: "pw", will: &paho.WillMessage{Topic: topic, Payload: []byte("{}"), QoS: 1, Retain: true}}
-				wc, ca := tryConnect(t, b, o)
-				want := mayWrite(role, topic)
-				switch {
-				case want && wc == nil:
-					t.Errorf("%s Will on %s refused (%+v); want accepted", role, topic, ca)
-				case !want && (ca == nil || ca.ReasonCode != 0x87):
-					t.Errorf("%s Will on %s: connack %+v; want reason 0x87 not authorized", role, topic, ca)
-				}
-				if wc != nil {
-					wc.disconnect(t) // a clean DISCONNECT: the Will is not sent
+				for _, retain := range []bool{false, true} {
+					o := opts{user: name, pw: "pw", will: &paho.WillMessage{Topic: topic, Payload: []byte("{}"), QoS: 1, Retain: retain}}
+					wc, ca := tryConnect(t, b, o)
+					// Only a door state may be retained.
+					want := mayWrite(role, topic) && (!retain || covers("locky/doors/+/state", topic))
+					switch {
+					case want && wc == nil:
+						t.Errorf("%s Will (retain=%v) on %s refused (%+v); want accepted", role, retain, topic, ca)
+					case !want && (ca == nil || ca.ReasonCode != 0x87):
+						t.Errorf("%s Will (retain=%v) on %s: connack %+v; want reason 0x87 not authorized", role, retain, topic, ca)
+					}
+					if wc != nil {
+						wc.disconnect(t) // a clean DISCONNECT: the Will is not sent
+					}
 				}
 			}
 		})
@@ -435,14 +441,18 @@ func TestWrongPasswordsAreThrottled(t *testing.T) {
 	for i := range 10 {
 		f(opts{user: "door3", pw: "guess", from: fmt.Sprintf("127.0.1.%d", i+1)}, 0x86)
 	}
-	f(opts{user: "door3", pw: "d", from: "127.0.0.3"}, 0x9f)
+	f(opts{user: "door3", pw: "d", from: "127.0.0.4"}, 0x9f)
+	f(opts{user: "door3", pw: "d", from: "127.0.0.3"}, 0) // where it logs in from
 	clock.advance(time.Second)
-	f(opts{user: "door3", pw: "d", from: "127.0.0.3"}, 0)
+	f(opts{user: "door3", pw: "d", from: "127.0.0.4"}, 0)
 	if v := b.authFailures(t, "throttled"); v != 5 {
 		t.Errorf("throttled refusals counted %v; want 5", v)
 	}
-	if v := b.authFailures(t, "password"); v != 17 {
-		t.Errorf("wrong passwords counted %v; want 17", v)
+	if v := b.authFailures(t, "password"); v != 10 {
+		t.Errorf("wrong passwords counted %v; want 10", v)
+	}
+	if v := b.authFailures(t, "unknown_user"); v != 7 {
+		t.Errorf("unknown users counted %v; want 7", v)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,17 @@ type Config struct {
 	// (locky_broker_messages_dropped_total{reason="queue_full"}). Zero means
 	// 8192.
 	MaxWritesPending int32
+	// MaxQueuedBytes bounds the bytes written to one client that its TCP
+	// connection has not yet taken; past it the client is disconnected and
+	// counted (locky_broker_slow_clients_disconnected_total{reason="queue_full"}),
+	// so that a client that stops reading costs no one else a wait. Zero
+	// means 4 × MaxPacketSize.
+	MaxQueuedBytes int
+	// WriteTimeout bounds one send of queued bytes to a client; a client
+	// that takes none for this long is disconnected and counted
+	// (locky_broker_slow_clients_disconnected_total{reason="write_timeout"}).
+	// Zero means 10 s.
+	WriteTimeout time.Duration
 
 	// The limits of clients (SPEC §6: abuse is bounded and counted), sized
 	// for a 1 GB Raspberry Pi with about 50 doors, a kiosk and a few door
@@ -52,8 +64,8 @@ type Config struct {
 	// Zero means 256.
 	MaxClients int
 	// MaxConnecting bounds the connections at once that have not yet
-	// delivered their CONNECT; past it a new connection is closed at once.
-	// Zero means MaxClients.
+	// delivered their CONNECT; past it a new connection evicts the oldest of
+	// them (counted as reason evicted). Zero means MaxClients.
 	MaxConnecting int
 	// MaxPerAddr bounds the open connections from one IP address; past it a
 	// new connection is closed at once. Zero means 32.
@@ -89,6 +101,7 @@ type Config struct {
 type Broker struct {
 	srv    *mqtt.Server
 	ln     *connListener
+	wq     *writeQueue
 	logs   *logHandler
 	inline *mqtt.Client
 	log    *slog.Logger
@@ -112,6 +125,12 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.MaxWritesPending == 0 {
 		cfg.MaxWritesPending = 8192
+	}
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = 4 * int(cfg.MaxPacketSize)
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
 	}
 	if err := cfg.fillLimits(); err != nil {
 		return nil, err
@@ -149,7 +168,12 @@ func New(cfg Config) (*Broker, error) {
 			_ = tcpLn.Close()
 		}
 	}()
-	ln := newConnListener(tcpLn, cfg, met, func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrPacketTooLarge) })
+	slow := func(reason string) *metrics.Counter {
+		return cfg.Metrics.NewCounter(fmt.Sprintf("locky_broker_slow_clients_disconnected_total{reason=%q}", reason))
+	}
+	wq := &writeQueue{Listener: tcpLn, maxQueued: cfg.MaxQueuedBytes, writeTimeout: cfg.WriteTimeout,
+		queueFull: slow("queue_full"), timedOut: slow("write_timeout"), log: log}
+	ln := newConnListener(wq, cfg, met, func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrPacketTooLarge) })
 	// First, so that a CONNECT is counted as read, and an address that
 	// connects too often is refused, before any password is checked.
 	connLimits := &connectLimits{srv: srv, ln: ln, rate: newConnectRate(cfg.ConnectBurst, cfg.ConnectEvery), maxPacketSize: cfg.MaxPacketSize}
@@ -179,7 +203,7 @@ func New(cfg Config) (*Broker, error) {
 	if !ok {
 		return nil, errors.New("broker: inline client missing")
 	}
-	b := &Broker{srv: srv, ln: ln, logs: logs, inline: inline, log: log, guard: guard}
+	b := &Broker{srv: srv, ln: ln, wq: wq, logs: logs, inline: inline, log: log, guard: guard}
 	b.registerMetrics(cfg.Metrics)
 	return b, nil
 }
@@ -196,6 +220,7 @@ func (b *Broker) Addr() string { return b.ln.Address() }
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		_ = b.srv.Close()
+		b.wq.wg.Wait() // each sender ends within the write timeout
 		b.logs.flush()
 	})
 	return nil
@@ -204,8 +229,7 @@ func (b *Broker) Close() error {
 // Publish publishes a message as the gateway.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
 	if retain {
-		b.guard.mu.Lock()
-		defer b.guard.mu.Unlock()
+		defer b.guard.lockInline().release() // released sooner, once retained
 	}
 	return b.srv.Publish(topic, payload, retain, qos)
 }
@@ -269,4 +293,140 @@ func (b *Broker) registerMetrics(s *metrics.Set) {
 		metrics.WriteCounterUint64(w, "locky_broker_bytes_received_total", load(&info.BytesReceived))
 		metrics.WriteCounterUint64(w, "locky_broker_bytes_sent_total", load(&info.BytesSent))
 	})
+}
+
+// writeQueue takes the broker's TCP connections from the listener and makes
+// their writes never block: mochi v2.7.9 writes a packet to the socket
+// holding the client's lock (clients.go WritePacket), and a publish to a QoS
+// 1 or 2 subscriber takes that lock for its packet id (NextPacketID) on the
+// publisher's goroutine. A subscriber that stops reading filled its socket
+// buffer, its write blocked until its keepalive deadline (1.5 × a keepalive
+// the client chooses), and every publisher to its topics waited with it: the
+// kiosk's reading goroutine, the controller, the back-end's downstream
+// messages. Here a write only queues its bytes and one goroutine per
+// connection sends them; a connection whose queue passes maxQueued bytes,
+// or whose send takes longer than writeTimeout, is closed and counted in
+// locky_broker_slow_clients_disconnected_total{reason}.
+type writeQueue struct {
+	net.Listener
+	maxQueued    int
+	writeTimeout time.Duration
+	queueFull    *metrics.Counter
+	timedOut     *metrics.Counter
+	log          *slog.Logger
+	wg           sync.WaitGroup // the senders
+}
+
+func (q *writeQueue) Accept() (net.Conn, error) {
+	c, err := q.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	qc := &queuedConn{Conn: c, q: q, wake: make(chan struct{}, 1), closing: make(chan struct{})}
+	q.wg.Add(1)
+	go qc.send()
+	return qc, nil
+}
+
+// queuedConn is a connection whose writes are queued for its sender.
+type queuedConn struct {
+	net.Conn
+	q    *writeQueue
+	wake chan struct{} // a write was queued
+
+	mu      sync.Mutex
+	queued  []byte
+	err     error         // set once the connection can take no more writes
+	closing chan struct{} // closed by Close
+	once    sync.Once
+}
+
+// Write queues p; it fails once the connection is closed or too slow.
+func (c *queuedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	if len(c.queued)+len(p) > c.q.maxQueued {
+		c.err = fmt.Errorf("client reads too slowly: over %d bytes queued (raise the broker's MaxQueuedBytes if this is no attack): %w", c.q.maxQueued, net.ErrClosed)
+		err := c.err
+		c.mu.Unlock()
+		c.q.queueFull.Inc()
+		c.q.log.Warn("MQTT client disconnected: it does not read what it subscribed to", "remote", c.RemoteAddr().String(), "queued_bytes", len(c.queued)+len(p))
+		c.abort()
+		return 0, err
+	}
+	c.queued = append(c.queued, p...)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// SetDeadline sets the read deadline only: the sender keeps its own.
+func (c *queuedConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline is ignored: writes do not block, the sender has its own.
+func (c *queuedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// Close ends reading at once; the sender sends what is queued (a CONNACK
+// refusal, a DISCONNECT) within the write timeout, then closes the socket.
+func (c *queuedConn) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = net.ErrClosed
+		}
+		c.mu.Unlock()
+		close(c.closing)
+		_ = c.Conn.SetReadDeadline(time.Now())
+	})
+	return nil
+}
+
+// abort closes the socket without sending what is queued.
+func (c *queuedConn) abort() {
+	_ = c.Close()
+	_ = c.Conn.Close()
+}
+
+// send writes the queued bytes until the connection is closed.
+func (c *queuedConn) send() {
+	defer c.q.wg.Done()
+	defer func() { _ = c.Conn.Close() }()
+	var buf []byte
+	for {
+		closing := false
+		select {
+		case <-c.wake:
+		case <-c.closing:
+			closing = true
+		}
+		c.mu.Lock()
+		buf, c.queued = c.queued, buf[:0]
+		c.mu.Unlock()
+		if len(buf) > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.q.writeTimeout))
+			if _, err := c.Conn.Write(buf); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					c.q.timedOut.Inc()
+					c.q.log.Warn("MQTT client disconnected: it took no data for the write timeout", "remote", c.RemoteAddr().String(), "timeout", c.q.writeTimeout)
+				}
+				c.abort()
+				return
+			}
+		}
+		if closing {
+			c.mu.Lock()
+			more := len(c.queued) > 0
+			c.mu.Unlock()
+			if !more {
+				return
+			}
+		}
+	}
 }

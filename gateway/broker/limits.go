@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -141,7 +142,7 @@ func (h *retainLimit) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil // a replacement takes no more room
 	}
 	h.refused.Inc()
-	return pk, refuseRetained(cl, pk)
+	return pk, refusePublish(cl, pk, packets.ErrQuotaExceeded)
 }
 
 // retained returns the number of retained messages, mochi's own $SYS ones
@@ -160,19 +161,122 @@ func (h *retainLimit) retained() int {
 	return n
 }
 
-// refuseRetained refuses a publish as mochi's ACL refuses one: MQTT 5 QoS 1
-// and 2 get PUBACK 0x97 Quota exceeded (mochi sends it for a hook's error
-// code); QoS 0 is dropped; MQTT 3.1.1 QoS 1 and 2, which that protocol
-// cannot refuse, are disconnected (mochi would publish them otherwise).
-func refuseRetained(cl *mqtt.Client, pk packets.Packet) error {
+// refusePublish refuses a publish as mochi's ACL refuses one: MQTT 5 QoS 1
+// and 2 get a PUBACK with code (mochi sends it for a hook's error code);
+// QoS 0 is dropped; MQTT 3.1.1 QoS 1 and 2, which that protocol cannot
+// refuse, are disconnected (mochi would publish them otherwise).
+func refusePublish(cl *mqtt.Client, pk packets.Packet, code packets.Code) error {
 	if pk.FixedHeader.Qos == 0 {
 		return packets.ErrRejectPacket
 	}
 	if cl.Properties.ProtocolVersion == 5 {
-		return packets.ErrQuotaExceeded
+		return code
 	}
-	cl.Stop(packets.ErrQuotaExceeded)
+	cl.Stop(code)
 	return packets.ErrRejectPacket
+}
+
+// The subscription limits of one network client: mochi v2.7.9 has none,
+// and each filter costs its length in the topic index.
+const (
+	maxSubscriptions = 32  // filters subscribed at once
+	maxFilterLen     = 256 // bytes of one filter
+)
+
+// The reasons of locky_broker_subscriptions_refused_total.
+const (
+	reasonTooMany       = "too_many"        // past maxSubscriptions: SUBACK 0x97 Quota exceeded
+	reasonFilterTooLong = "filter_too_long" // over maxFilterLen: SUBACK 0x8F Topic filter invalid
+)
+
+// refusedFilter is a filter mochi refuses itself, as 0x8F Topic filter
+// invalid ("#" not last): a refused filter is replaced by it, so that mochi
+// neither indexes it nor asks the ACL.
+const refusedFilter = "#/"
+
+// subscriptionLimits refuses, filter by filter, a network client's filters
+// over maxFilterLen and its new filters past maxSubscriptions (re-subscribing
+// a filter it holds is never refused). MQTT 5 clients get SUBACK 0x97 for
+// the latter: check notes them by client and packet id and answer rewrites
+// the SUBACK mochi writes on the same goroutine. MQTT 3.1.1 clients get 0x80.
+type subscriptionLimits struct {
+	refused map[string]*metrics.Counter // by reason
+
+	mu    sync.Mutex
+	quota map[*mqtt.Client]quotaRefusal
+}
+
+// quotaRefusal is the filters of a SUBSCRIBE refused past maxSubscriptions.
+type quotaRefusal struct {
+	packetID uint16
+	filters  []int
+}
+
+func newSubscriptionLimits(set *metrics.Set) *subscriptionLimits {
+	l := &subscriptionLimits{refused: map[string]*metrics.Counter{}, quota: map[*mqtt.Client]quotaRefusal{}}
+	for _, r := range []string{reasonTooMany, reasonFilterTooLong} {
+		l.refused[r] = set.NewCounter(`locky_broker_subscriptions_refused_total{reason="` + r + `"}`)
+	}
+	return l
+}
+
+// check returns pk with the filters past the limits replaced by refusedFilter.
+func (l *subscriptionLimits) check(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	n := cl.State.Subscriptions.Len()
+	filters := make([]packets.Subscription, len(pk.Filters))
+	copy(filters, pk.Filters)
+	var quota []int
+	for i, sub := range filters {
+		_, held := cl.State.Subscriptions.Get(sub.Filter)
+		switch {
+		case len(sub.Filter) > maxFilterLen:
+			l.refused[reasonFilterTooLong].Inc()
+			filters[i].Filter = refusedFilter
+		case held:
+		case n >= maxSubscriptions:
+			l.refused[reasonTooMany].Inc()
+			filters[i].Filter = refusedFilter
+			quota = append(quota, i)
+		default:
+			n++
+		}
+	}
+	pk.Filters = filters
+	if len(quota) > 0 && cl.Properties.ProtocolVersion == 5 {
+		l.mu.Lock()
+		l.quota[cl] = quotaRefusal{packetID: pk.PacketID, filters: quota}
+		l.mu.Unlock()
+	}
+	return pk
+}
+
+// answer returns a SUBACK with 0x97 for the filters check refused past
+// maxSubscriptions.
+func (l *subscriptionLimits) answer(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	l.mu.Lock()
+	q, ok := l.quota[cl]
+	if ok && q.packetID == pk.PacketID {
+		delete(l.quota, cl)
+	}
+	l.mu.Unlock()
+	if !ok || q.packetID != pk.PacketID {
+		return pk
+	}
+	codes := bytes.Clone(pk.ReasonCodes)
+	for _, i := range q.filters {
+		if i < len(codes) {
+			codes[i] = packets.ErrQuotaExceeded.Code
+		}
+	}
+	pk.ReasonCodes = codes
+	return pk
+}
+
+// forget drops what check noted for a client that went away.
+func (l *subscriptionLimits) forget(cl *mqtt.Client) {
+	l.mu.Lock()
+	delete(l.quota, cl)
+	l.mu.Unlock()
 }
 
 // connectRate is a token bucket per address: burst connection attempts at

@@ -290,13 +290,13 @@ func (c *rawClient) expectClosed(t *testing.T, what string) {
 	}
 }
 
-func TestIdleConnectionsPastTheCapAreClosedAtOnce(t *testing.T) {
-	// The deadline is far: every connection within the cap stays open, so
-	// exactly those past it are closed.
+func TestIdleConnectionsPastTheCapEvictTheOldest(t *testing.T) {
+	// The deadline is far: only evictions close connections, one for each
+	// connection past the cap.
 	b, set := startLimited(t, Config{MaxConnecting: 50, MaxPerAddr: 1000, ConnectTimeout: time.Hour})
 	ended := idleConns(t, b.Addr(), 500)
-	awaitN(t, ended, 450, "idle connections past the cap closed")
-	awaitMetric(t, set, `locky_broker_connections_refused_total{reason="max_connecting"}`, 450)
+	awaitN(t, ended, 450, "idle connections evicted")
+	awaitMetric(t, set, `locky_broker_connections_refused_total{reason="evicted"}`, 450)
 	if got := metricValue(t, set, "locky_broker_connections_connecting"); got != 50 {
 		t.Errorf("connections still before CONNECT: %v; want 50", got)
 	}
@@ -473,19 +473,19 @@ func TestRetainedTopicsAreCapped(t *testing.T) {
 			t.Errorf("retained %q on %s: PUBACK 0x%02x; want 0x%02x", payload, topic, got, want)
 		}
 	}
-	f("t/a", "1", 1, 0)
-	f("t/b", "1", 1, 0)    // three retained: the cap
-	f("t/c", "1", 1, 0x97) // a new topic: quota exceeded
-	f("t/a", "2", 1, 0)    // a replacement
-	f("t/d", "1", 0, 0)    // QoS 0: dropped
+	f("locky/doors/11/state", "1", 1, 0)
+	f("locky/doors/12/state", "1", 1, 0)    // three retained: the cap
+	f("locky/doors/13/state", "1", 1, 0x97) // a new topic: quota exceeded
+	f("locky/doors/11/state", "2", 1, 0)    // a replacement
+	f("locky/doors/14/state", "1", 0, 0)    // QoS 0: dropped
 	if err := b.Publish("locky/doors/2/state", []byte("closed"), true, 1); err != nil {
 		t.Errorf("the gateway's own retained message was refused: %v", err)
 	}
-	f("t/a", "", 1, 0) // deletions free room
-	f("t/b", "", 1, 0)
-	f("t/c", "1", 1, 0)
+	f("locky/doors/11/state", "", 1, 0) // deletions free room
+	f("locky/doors/12/state", "", 1, 0)
+	f("locky/doors/13/state", "1", 1, 0)
 	awaitMetric(t, set, "locky_broker_retained_refused_total", 2)
-	for topic, want := range map[string]bool{"t/c": true, "t/d": false, "locky/doors/2/state": true} {
+	for topic, want := range map[string]bool{"locky/doors/13/state": true, "locky/doors/14/state": false, "locky/doors/2/state": true} {
 		if _, ok := b.Server().Topics.Retained.Get(topic); ok != want {
 			t.Errorf("%s retained: %v; want %v", topic, ok, want)
 		}
@@ -496,7 +496,7 @@ func TestRetainedTopicsAreCapped(t *testing.T) {
 	if code := raw.connack(t, 4, "v3-retain", "", ""); code != 0 {
 		t.Fatalf("CONNACK %d", code)
 	}
-	raw.send(t, publishPacket(4, "t/e", []byte("1"), 1, true))
+	raw.send(t, publishPacket(4, "locky/doors/15/state", []byte("1"), 1, true))
 	raw.expectClosed(t, "MQTT 3.1.1 retained publish past the cap")
 	awaitMetric(t, set, "locky_broker_retained_refused_total", 3)
 }

@@ -24,11 +24,15 @@ import (
 //     timeout (a deadline set at accept, not an idle timeout, so dribbling a
 //     byte at a time does not help); mochi replaces the deadline with its
 //     keepalive one once it has read the CONNECT;
-//   - at most maxConnecting connections may be still before their CONNECT,
-//     and at most maxPerAddr connections may be open from one IP address;
-//     past either a new connection is closed at once, before mochi allocates
-//     anything for it (no MQTT reason code can be sent before the CONNECT
-//     says which protocol version the peer speaks);
+//   - at most maxPerAddr connections may be open from one IP address; past
+//     it a new connection is closed at once, before mochi allocates anything
+//     for it (no MQTT reason code can be sent before the CONNECT says which
+//     protocol version the peer speaks);
+//   - at most maxConnecting connections may be still before their CONNECT;
+//     past it a new connection evicts (closes) the oldest of them, so that
+//     idle sockets from many addresses cannot keep a real client out: an
+//     attacker must open connections faster than a real client delivers its
+//     CONNECT, milliseconds after connecting;
 //   - it watches the packet framing, so that an MQTT 5 client sending a
 //     packet over the maximum packet size gets DISCONNECT 0x95 (mochi
 //     closes without one);
@@ -51,6 +55,7 @@ type connListener struct {
 	conns      map[*limitedConn]struct{}
 	perAddr    map[string]int
 	connecting int
+	seq        uint64 // of the last connection admitted
 	closed     bool
 	wg         sync.WaitGroup // Serve and the connections it started
 }
@@ -96,11 +101,14 @@ func (l *connListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 0
-		lc, reason := l.admit(c)
+		lc, evicted, reason := l.admit(c)
 		if lc == nil {
 			_ = c.Close()
 			l.refused(reason, addrOf(c), nil)
 			continue
+		}
+		if evicted != nil {
+			_ = evicted.Close() // its goroutine counts it
 		}
 		go func() {
 			defer l.wg.Done()
@@ -113,29 +121,49 @@ func (l *connListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// admit returns the connection wrapped and counted, or nil and why it is
-// refused.
-func (l *connListener) admit(c net.Conn) (*limitedConn, string) {
+// admit returns the connection wrapped and counted, and the connection it
+// evicts for it (to be closed) if any; or nil and why it is refused.
+func (l *connListener) admit(c net.Conn) (lc, evicted *limitedConn, reason string) {
 	addr := addrOf(c)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case l.closed:
-		return nil, reasonShuttingDown
-	case l.connecting >= l.lim.MaxConnecting:
-		return nil, reasonMaxConnecting
+		return nil, nil, reasonShuttingDown
 	case l.perAddr[addr] >= l.lim.MaxPerAddr:
-		return nil, reasonMaxPerAddr
+		return nil, nil, reasonMaxPerAddr
 	}
 	if err := c.SetDeadline(time.Now().Add(l.lim.ConnectTimeout)); err != nil {
-		return nil, reasonBadConnect
+		return nil, nil, reasonBadConnect
 	}
-	lc := &limitedConn{Conn: c, l: l, addr: addr, frames: frameWatch{max: l.lim.MaxPacketSize}, connecting: true}
+	if l.connecting >= l.lim.MaxConnecting {
+		evicted = l.oldestConnecting()
+		if evicted == nil {
+			return nil, nil, reasonMaxConnecting
+		}
+		evicted.evicted.Store(true)
+		evicted.connecting = false
+		l.connecting--
+	}
+	l.seq++
+	lc = &limitedConn{Conn: c, l: l, addr: addr, frames: frameWatch{max: l.lim.MaxPacketSize}, connecting: true, seq: l.seq}
 	l.conns[lc] = struct{}{}
 	l.perAddr[addr]++
 	l.connecting++
 	l.wg.Add(1)
-	return lc, ""
+	return lc, evicted, ""
+}
+
+// oldestConnecting returns the connection admitted first of those still
+// before their CONNECT. The caller holds l.mu.
+func (l *connListener) oldestConnecting() *limitedConn {
+	var oldest *limitedConn
+	for c := range l.conns {
+		if c.connecting && (oldest == nil || c.seq < oldest.seq) {
+			oldest = c
+		}
+	}
+	return oldest
 }
 
 // connected moves c out of the connections still before their CONNECT.
@@ -217,7 +245,8 @@ func (l *connListener) Close(closeClients listeners.CloseFn) {
 
 // The reasons of locky_broker_connections_refused_total: a bounded set.
 const (
-	reasonMaxConnecting  = "max_connecting"
+	reasonMaxConnecting  = "max_connecting" // none before its CONNECT to evict
+	reasonEvicted        = "evicted"        // closed before its CONNECT for a newer connection
 	reasonMaxPerAddr     = "max_per_addr"
 	reasonConnectTimeout = "connect_timeout"
 	reasonBadConnect     = "bad_connect"
@@ -226,7 +255,7 @@ const (
 	reasonShuttingDown   = "shutting_down" // not counted
 )
 
-var refusedReasons = []string{reasonMaxConnecting, reasonMaxPerAddr, reasonConnectTimeout,
+var refusedReasons = []string{reasonMaxConnecting, reasonEvicted, reasonMaxPerAddr, reasonConnectTimeout,
 	reasonBadConnect, reasonMaxClients, reasonConnectRate}
 
 // refusedMessages are the log lines, one per reason so that the log
@@ -234,6 +263,7 @@ var refusedReasons = []string{reasonMaxConnecting, reasonMaxPerAddr, reasonConne
 // attack.
 var refusedMessages = map[string]string{
 	reasonMaxConnecting:  "MQTT connection refused: too many connections are still before their CONNECT (raise --mqtt-max-clients if this is no attack)",
+	reasonEvicted:        "MQTT connection closed before its CONNECT: too many connections were before their CONNECT, and it was the oldest (raise --mqtt-max-clients if this is no attack)",
 	reasonMaxPerAddr:     "MQTT connection refused: too many connections from this address (raise --mqtt-max-per-addr if this is no attack)",
 	reasonConnectTimeout: "MQTT connection closed: no complete CONNECT within --mqtt-connect-timeout",
 	reasonBadConnect:     "MQTT connection closed before a valid CONNECT",
@@ -255,6 +285,8 @@ func (c *limitedConn) failure(err error) string {
 		return reasonConnectRate
 	case c.client.Load() != nil:
 		return ""
+	case c.evicted.Load():
+		return reasonEvicted
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return reasonConnectTimeout
 	case errors.As(err, &code) && code.Code == packets.ErrServerBusy.Code:
@@ -283,7 +315,9 @@ type limitedConn struct {
 	client      atomic.Pointer[mqtt.Client]
 	established atomic.Bool
 	rateRefused atomic.Bool
-	connecting  bool // guarded by l.mu
+	evicted     atomic.Bool
+	connecting  bool   // guarded by l.mu
+	seq         uint64 // order of admission
 	closeOnce   sync.Once
 	closeErr    error
 }

@@ -6,11 +6,12 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/locky-edge/locky/gateway/logthrottle"
 )
 
 // logHandler is the handler of the broker's logger, the one mochi logs
@@ -26,12 +27,13 @@ import (
 //     message (the broker's own listener does not, but any line without a
 //     message gets one);
 //   - nothing is throttled: a script failing logins wrote 21 177 lines in
-//     3 s. Each (level, message) passes logBurst times per logWindow; the
-//     rest are counted, and one line "suppressed similar log lines" sums
-//     them up when the window ends (or at Close).
+//     3 s. Each (level, message) passes logBurst times per logWindow
+//     (package logthrottle); the rest are counted, and one line
+//     "suppressed similar log lines" sums them up when the window ends (or
+//     at Close).
 type logHandler struct {
-	next slog.Handler
-	th   *logThrottle
+	next slog.Handler // the throttle, then the broker's logger
+	th   *logthrottle.Handler
 }
 
 // The throttle of the broker's log: per (level, message), logBurst lines
@@ -46,8 +48,12 @@ const (
 const noMessage = "broker event (logged without a message)"
 
 func newLogHandler(next slog.Handler, onSuppressed func()) *logHandler {
-	return &logHandler{next: next, th: &logThrottle{burst: logBurst, window: logWindow, now: time.Now,
-		onSuppressed: onSuppressed, keys: map[logKey]*logWindowState{}}}
+	return newLogHandlerAt(next, onSuppressed, time.Now)
+}
+
+func newLogHandlerAt(next slog.Handler, onSuppressed func(), now func() time.Time) *logHandler {
+	th := logthrottle.New(next, logthrottle.Config{Burst: logBurst, Window: logWindow, Now: now, OnSuppressed: onSuppressed})
+	return &logHandler{next: th, th: th}
 }
 
 func (h *logHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
@@ -62,7 +68,7 @@ func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 		out.AddAttrs(redact(a))
 		return true
 	})
-	return h.th.handle(ctx, h.next, out)
+	return h.next.Handle(ctx, out)
 }
 
 func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
@@ -78,7 +84,7 @@ func (h *logHandler) WithGroup(name string) slog.Handler {
 }
 
 // flush writes the summaries of every line suppressed so far.
-func (h *logHandler) flush() { h.th.flush() }
+func (h *logHandler) flush() { h.th.Flush() }
 
 // mochiPkg is the import path prefix of mochi's packages.
 const mochiPkg = "github.com/mochi-mqtt/server/v2"
@@ -140,104 +146,4 @@ func describePacket(p *packets.Packet) string {
 			kind, p.TopicName, p.FixedHeader.Qos, p.FixedHeader.Retain, p.PacketID, len(p.Payload))
 	}
 	return fmt.Sprintf("%s id=%d (not logged)", kind, p.PacketID)
-}
-
-// logThrottle lets each (level, message) through burst times per window.
-type logThrottle struct {
-	burst        int
-	window       time.Duration
-	now          func() time.Time
-	onSuppressed func()
-
-	mu   sync.Mutex
-	keys map[logKey]*logWindowState
-}
-
-type logKey struct {
-	level slog.Level
-	msg   string
-}
-
-type logWindowState struct {
-	start          time.Time
-	n, suppressed  int
-	h              slog.Handler // of the last line, for the summary
-	level          slog.Level
-	msg            string
-	lastSuppressed time.Time
-}
-
-// maxLogKeys bounds the throttle's table; past it, lines of new messages
-// share one entry.
-const maxLogKeys = 256
-
-const otherMessages = "(other messages)"
-
-type logSummary struct {
-	h slog.Handler
-	r slog.Record
-}
-
-func (t *logThrottle) handle(ctx context.Context, h slog.Handler, r slog.Record) error {
-	now := t.now()
-	t.mu.Lock()
-	due := t.expire(now, false)
-	k := logKey{r.Level, r.Message}
-	w := t.keys[k]
-	if w == nil && len(t.keys) >= maxLogKeys {
-		k = logKey{r.Level, otherMessages}
-		w = t.keys[k]
-	}
-	if w == nil {
-		w = &logWindowState{start: now, level: k.level, msg: k.msg}
-		t.keys[k] = w
-	}
-	w.n++
-	w.h = h
-	pass := w.n <= t.burst
-	if !pass {
-		w.suppressed++
-		w.lastSuppressed = r.Time
-	}
-	t.mu.Unlock()
-	for _, s := range due {
-		if err := s.h.Handle(ctx, s.r); err != nil {
-			return err
-		}
-	}
-	if !pass {
-		t.onSuppressed()
-		return nil
-	}
-	return h.Handle(ctx, r)
-}
-
-// flush writes the summary of every window with suppressed lines.
-func (t *logThrottle) flush() {
-	t.mu.Lock()
-	due := t.expire(t.now(), true)
-	t.mu.Unlock()
-	for _, s := range due {
-		_ = s.h.Handle(context.Background(), s.r) // a failing log has nowhere to report to
-	}
-}
-
-// expire ends the windows begun a window ago or more (all of them if all)
-// and returns the summaries of those that suppressed lines.
-func (t *logThrottle) expire(now time.Time, all bool) []logSummary {
-	var out []logSummary
-	for k, w := range t.keys {
-		if !all && now.Sub(w.start) < t.window {
-			continue
-		}
-		delete(t.keys, k)
-		if w.suppressed == 0 {
-			continue
-		}
-		r := slog.NewRecord(now, w.level, "suppressed similar log lines", 0)
-		r.AddAttrs(slog.String("message", w.msg), slog.Int("suppressed", w.suppressed),
-			slog.Duration("window", t.window), slog.Time("last", w.lastSuppressed))
-		out = append(out, logSummary{w.h, r})
-	}
-	return out
 }

@@ -110,9 +110,8 @@ func TestLogLineWithoutMessageGetsOne(t *testing.T) {
 func TestLogThrottle(t *testing.T) {
 	var buf bytes.Buffer
 	suppressed := 0
-	h := newLogHandler(slog.NewTextHandler(&buf, nil), func() { suppressed++ })
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	h.th.now = func() time.Time { return now }
+	h := newLogHandlerAt(slog.NewTextHandler(&buf, nil), func() { suppressed++ }, func() time.Time { return now })
 	log := slog.New(h).With("component", "broker")
 	for range 100 {
 		log.Warn("client refused")
@@ -189,7 +188,7 @@ func TestLogsOfAttacksHoldNoCodeAndStayBounded(t *testing.T) {
 	for _, qos := range []byte{0, 1} {
 		_, _ = kiosk.Publish(ctx, &paho.Publish{Topic: "locky/screen/code", QoS: qos, Retain: true, Payload: payload})
 	}
-	awaitMetric(t, set, "locky_broker_retained_refused_total", 2)
+	awaitMetric(t, set, `locky_broker_publishes_refused_total{reason="retained_topic"}`, 2)
 	_ = kiosk.Disconnect(&paho.Disconnect{})
 
 	// A script failing logins.

@@ -20,11 +20,13 @@ import (
 //   - The user limit is short (up to a minute) and comes later: it bounds
 //     guessing from many addresses, and an attacker who trips it keeps the
 //     user out for at most a minute per guess its own address still gets.
-//   - A user that has logged in from an address is exempt from that
-//     address's limit (and its failures there count for the user only), so a
-//     guesser on the kiosk's own host (loopback) does not lock the kiosk out.
-//     Such a guesser guessing the kiosk's own password is bound by the user
-//     limit, one guess a minute.
+//   - A user that has logged in from an address (a known pair, remembered
+//     in a bounded table) is exempt there from both the address's limit and
+//     the user's: its attempts and failures there count against a key of the
+//     pair alone, with the user limit. So neither a guesser on the kiosk's
+//     own host (loopback) nor one rotating addresses elsewhere locks the
+//     kiosk out of where it logs in from; a guesser sharing the kiosk's
+//     address and guessing its password is bound to one guess a minute.
 //   - Only users of the users file get a user key: unknown names cannot
 //     fill the table.
 //
@@ -34,7 +36,7 @@ type loginThrottle struct {
 	addr, user limit
 
 	mu    sync.Mutex
-	keys  map[string]*failures // "a "+address or "u "+user
+	keys  map[string]*failures // "a "+address, "u "+user or "p "+user+" "+address
 	known map[string]time.Time // user+" "+address that logged in, when
 }
 
@@ -74,18 +76,17 @@ func remoteIP(remote string) string {
 // keysOf returns the keys an attempt of name (a user of the file or not)
 // from ip is checked and counted against.
 func (t *loginThrottle) keysOf(name string, isUser bool, ip string) []string {
-	var keys []string
-	if _, ok := t.known[name+" "+ip]; !ok || !isUser {
-		keys = append(keys, "a "+ip)
+	if _, ok := t.known[name+" "+ip]; ok && isUser {
+		return []string{"p " + name + " " + ip}
 	}
 	if isUser {
-		keys = append(keys, "u "+name)
+		return []string{"a " + ip, "u " + name}
 	}
-	return keys
+	return []string{"a " + ip}
 }
 
 func (t *loginThrottle) limitOf(key string) limit {
-	if key[0] == 'u' {
+	if key[0] == 'u' || key[0] == 'p' {
 		return t.user
 	}
 	return t.addr
@@ -144,13 +145,15 @@ func (t *loginThrottle) failed(name string, isUser bool, ip string) (string, tim
 	return blockedKey, block
 }
 
-// succeeded forgets the user's failures and remembers that the user logs in
-// from ip. The address's failures stay: a guesser holding one account must
-// not wipe them by logging in with it between guesses.
+// succeeded forgets the failures of the pair and remembers that the user
+// logs in from ip. The address's and the user's failures stay: a guesser
+// holding one account must not wipe the address's by logging in with it
+// between guesses, and the kiosk logging in every minute must not wipe the
+// user's for guessers elsewhere.
 func (t *loginThrottle) succeeded(name, ip string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.keys, "u "+name)
+	delete(t.keys, "p "+name+" "+ip)
 	k := name + " " + ip
 	if _, ok := t.known[k]; !ok {
 		makeRoom(t.known, func(at time.Time) time.Time { return at })

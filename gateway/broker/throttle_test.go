@@ -94,16 +94,23 @@ func TestThrottleKnownLoginSkipsTheAddressLimit(t *testing.T) {
 	f("door3", true, "127.0.0.1", true)
 	f("nobody", false, "127.0.0.1", true)
 	f("kiosk", true, "127.0.0.2", false)
-	// A guesser of the kiosk's own password there meets the user limit.
+	// A guesser of the kiosk's own password there meets the pair's limit,
+	// which blocks neither the kiosk elsewhere nor the user.
 	for range 10 {
 		th.failed("kiosk", true, "127.0.0.1")
 	}
 	f("kiosk", true, "127.0.0.1", true)
-	f("kiosk", true, "127.0.0.2", true)
+	f("kiosk", true, "127.0.0.2", false)
 	clock.advance(time.Second)
 	f("kiosk", true, "127.0.0.1", false)
+	// Guessers elsewhere block the user, but not at its known address.
+	for i := range 10 {
+		th.failed("kiosk", true, fmt.Sprintf("127.1.0.%d", i+1))
+	}
+	f("kiosk", true, "127.0.0.2", true)
+	f("kiosk", true, "127.0.0.1", false)
 	th.succeeded("kiosk", "127.0.0.1")
-	if _, ok := th.keys["u kiosk"]; ok {
-		t.Error("a login did not forget the user's failures")
+	if _, ok := th.keys["p kiosk 127.0.0.1"]; ok {
+		t.Error("a login did not forget the pair's failures")
 	}
 }

@@ -10,8 +10,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,13 +181,88 @@ func (w *Web) routes() {
 		rw.Header().Set("Content-Type", "application/json")
 		rw.Write(b)
 	})
-	mux.HandleFunc("POST /api/kiosk/code", w.kioskCode)
-	mux.HandleFunc("POST /api/doors/{door}/close", w.closeDoor)
+	mux.Handle("POST /api/kiosk/code", SameOrigin(http.HandlerFunc(w.kioskCode)))
+	mux.Handle("POST /api/doors/{door}/close", SameOrigin(http.HandlerFunc(w.closeDoor)))
 	if w.cfg.Dev {
-		mux.HandleFunc("POST /api/test/reservations", w.createTestReservation)
-		mux.HandleFunc("POST /api/test/cleanup", w.cleanupTestData)
+		mux.Handle("POST /api/test/reservations", SameOrigin(http.HandlerFunc(w.createTestReservation)))
+		mux.Handle("POST /api/test/cleanup", SameOrigin(http.HandlerFunc(w.cleanupTestData)))
 	}
 	w.mux = mux
+}
+
+// SameOrigin refuses what a web page of another origin can make a browser
+// send to next, which serves POST controls with no login (the kiosk's code,
+// the simulator, the test helpers):
+//
+//   - 403 when the browser says the request is not the page's own
+//     (Sec-Fetch-Site other than same-origin or none), or its Origin header
+//     is not the gateway's own (the scheme, host and port of the request);
+//   - 415 when a body comes with a Content-Type other than application/json.
+//     A page of another origin can send that type only after a CORS
+//     preflight, which the gateway never answers; a form or a text/plain
+//     fetch is refused here, before its body is read.
+//
+// A POST without a body and without a Content-Type (curl -X POST) passes: a
+// browser sends an Origin header with every cross-origin POST. GET, HEAD and
+// OPTIONS pass untouched. A process on the locker itself can still post as
+// the touchscreen does: this is the touchscreen's API (README.md, threat
+// model).
+func SameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(rw, r)
+			return
+		}
+		switch site := r.Header.Get("Sec-Fetch-Site"); site {
+		case "", "same-origin", "none":
+		default:
+			http.Error(rw, "refused: a request from another site ("+site+")", http.StatusForbidden)
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" && !ownOrigin(r, o) {
+			http.Error(rw, fmt.Sprintf("refused: Origin %q is not this gateway's", o), http.StatusForbidden)
+			return
+		}
+		ct := r.Header.Get("Content-Type")
+		if ct != "" || r.ContentLength != 0 {
+			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+				http.Error(rw, fmt.Sprintf("refused: Content-Type %q; want application/json", ct), http.StatusUnsupportedMediaType)
+				return
+			}
+		}
+		next.ServeHTTP(rw, r)
+	})
+}
+
+// ownOrigin reports whether origin has the scheme, host and port of r.
+func ownOrigin(r *http.Request, origin string) bool {
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" || o.Path != "" || o.User != nil {
+		return false
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if !strings.EqualFold(o.Scheme, scheme) {
+		return false
+	}
+	oh, op := splitHostPort(o.Host, scheme)
+	rh, rp := splitHostPort(r.Host, scheme)
+	return oh != "" && strings.EqualFold(oh, rh) && op == rp
+}
+
+// splitHostPort splits a Host header, the port defaulting to the scheme's.
+func splitHostPort(hostport, scheme string) (host, port string) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.Trim(hostport, "[]"), ""
+	}
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[scheme]
+	}
+	return host, port
 }
 
 // noHTML keeps the page templates out of the static files.
@@ -222,6 +301,10 @@ func (w *Web) page(name string) http.HandlerFunc {
 // kioskCode enters a code as the touchscreen would and answers with the
 // display message.
 func (w *Web) kioskCode(rw http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > maxKioskBody { // said at once, not after waiting for a body
+		http.Error(rw, fmt.Sprintf(`the body is over %d bytes; want {"code":"123456"}`, maxKioskBody), http.StatusRequestEntityTooLarge)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, maxKioskBody))
 	var tooLarge *http.MaxBytesError
 	switch {

@@ -171,6 +171,7 @@ func TestRoutes(t *testing.T) {
 		t.Helper()
 		_, srv := newSite(t, web.Config{Dev: dev, CloseDoor: func(int) error { return nil }})
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
