@@ -391,16 +391,7 @@ func (f *flakyOpen) DoorOpened(now time.Time, c store.Cycle, ev *contract.Event)
 func TestClosingStillCommitsWhenTheOpeningWasNotPersisted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t)
-		c, err := New(Config{Store: &flakyOpen{Store: r.st}, Broker: r.b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.c.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go c.Run(ctx)
-		defer c.Close()
-		r.c = c
+		r.restartOn(&flakyOpen{Store: r.st})
 		r.code("1111")
 		r.door(2, "open")
 		r.door(2, "closed")
@@ -424,16 +415,7 @@ func TestLockoutSurvivesARestart(t *testing.T) {
 			t.Fatalf("got %q; want locked_out", d.Result)
 		}
 		// A power cut: a new controller on the same database.
-		r.c.Close()
-		c, err := New(Config{Store: r.st, Broker: r.b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go c.Run(ctx)
-		defer c.Close()
-		r.c = c
+		r.restart()
 		time.Sleep(10 * time.Second)
 		if d := r.code("1111"); d.Result != contract.ResultLockedOut || d.RetryAfterS != 50 {
 			t.Fatalf("after a restart: %+v; want still locked out for 50 s", d)
@@ -505,16 +487,7 @@ func TestAClosingThatCannotCommitIsRetriedWithoutTheDoor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t)
 		fd := &fullDisk{Store: r.st, pending: map[string]int{}}
-		c, err := New(Config{Store: fd, Broker: r.b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.c.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go c.Run(ctx)
-		defer c.Close()
-		r.c = c
+		r.restartOn(fd)
 		r.code("1111")
 		r.door(2, "open")
 		fd.set(true)

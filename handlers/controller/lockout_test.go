@@ -107,10 +107,14 @@ func TestAValidCodeDoesNotResetTheLockout(t *testing.T) {
 
 // restart replaces the rig's controller with a new one on the same database,
 // as a power cut would.
-func (r *rig) restart() {
+func (r *rig) restart() { r.t.Helper(); r.restartOn(r.st) }
+
+// restartOn replaces the rig's controller with a new one on s (the rig's
+// store, or one that wraps it to inject a fault).
+func (r *rig) restartOn(s Store) {
 	r.t.Helper()
 	r.c.Close()
-	c, err := New(Config{Store: r.st, Broker: r.b})
+	c, err := New(Config{Store: s, Broker: r.b})
 	if err != nil {
 		r.t.Fatal(err)
 	}
