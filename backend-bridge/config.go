@@ -13,7 +13,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // Outbox is the durable upstream queue that the bridge drains; *store.Store

@@ -14,9 +14,9 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 	"github.com/locky-edge/locky/handlers/storehandler"
 )
 

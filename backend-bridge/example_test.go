@@ -9,7 +9,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	bridge "github.com/locky-edge/locky/backend-bridge"
-	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // The gateway wires the bridge between its store (the outbox) and its

@@ -6,6 +6,7 @@ import (
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/handlers/screen"
 	"github.com/locky-edge/locky/lockio/simdoors"
+	"github.com/locky-edge/locky/lockio/web"
 )
 
 // Broker returns the gateway's embedded broker.
@@ -20,3 +21,6 @@ func (g *Gateway) Screen() *screen.Handler { return g.screen }
 
 // Started returns when the gateway was created, for its uptime.
 func (g *Gateway) Started() time.Time { return g.started }
+
+// PageStore returns the store as the pages read it (web.Store).
+func (g *Gateway) PageStore() web.Store { return webStore{g.store} }

@@ -14,8 +14,8 @@ import (
 
 	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/gateway/gatewaytest"
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 const (

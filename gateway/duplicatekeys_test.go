@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // A back-end and a locker must never disagree on a code: a parser that keeps

@@ -22,11 +22,11 @@ import (
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/logthrottle"
 	"github.com/locky-edge/locky/gateway/metricspush"
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/controller"
 	"github.com/locky-edge/locky/handlers/door"
 	"github.com/locky-edge/locky/handlers/screen"
+	"github.com/locky-edge/locky/handlers/store"
 	"github.com/locky-edge/locky/handlers/storehandler"
 	"github.com/locky-edge/locky/lockio/simdoors"
 	"github.com/locky-edge/locky/lockio/web"
@@ -396,7 +396,7 @@ func (g *Gateway) newPush() error {
 func (g *Gateway) serveWeb() error {
 	cfg := g.cfg
 	webCfg := web.Config{
-		Store: g.store, Broker: g.broker, Submit: g.screen.Submit, Clients: g.broker.Clients,
+		Store: webStore{g.store}, Broker: g.broker, Submit: g.screen.Submit, Clients: g.broker.Clients,
 		LockerID: cfg.LockerID, Version: Version, Started: g.started, Dev: cfg.Dev,
 		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, Logger: g.log,
 	}

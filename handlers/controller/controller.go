@@ -25,8 +25,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // Broker is what the controller needs of the local broker.

@@ -3,8 +3,8 @@ package controller
 import (
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // Verdict is what a code may do for its reservation right now.

@@ -12,9 +12,9 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // fullDisk is a real store whose commits fail with ENOSPC while full is set.

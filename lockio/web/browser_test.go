@@ -280,7 +280,7 @@ func chromium(t *testing.T) string {
 func serve(t *testing.T, g *testGateway, cfg gateway.Config, resetAfter time.Duration, change ...func(*web.Config)) string {
 	t.Helper()
 	wc := web.Config{
-		Store: g.Store(), Broker: g.Broker(), Submit: g.Screen().Submit,
+		Store: g.PageStore(), Broker: g.Broker(), Submit: g.Screen().Submit,
 		CloseDoor: g.Sim().Close, Clients: g.Broker().Clients,
 		LockerID: cfg.LockerID, Version: gateway.Version, Started: g.Started(), Dev: cfg.Dev,
 		SubmitTimeout: cfg.DoorTimeout + 2*time.Second, ResetAfter: resetAfter,

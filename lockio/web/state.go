@@ -153,11 +153,11 @@ func (w *Web) state() ([]byte, error) {
 			s.Bridge = "up"
 		}
 	}
-	ob, err := w.cfg.Store.OutboxStats()
+	depth, err := w.cfg.Store.OutboxDepth()
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the outbox: %w", err)
 	}
-	s.Outbox = ob.Depth
+	s.Outbox = depth
 	for _, d := range doors {
 		v := DoorView{ID: d.ID, Size: d.Size, Partner: d.Partner, Disabled: d.Disabled, State: stateUnknown}
 		r, err := w.cfg.Store.ActiveReservation(d.ID)

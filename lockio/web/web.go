@@ -19,19 +19,22 @@ import (
 	"sync"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
 //go:embed assets
 var assets embed.FS
 
-// Store is what the pages read of the locker's database.
+// Store is what the pages read of the locker's state, in the contract's
+// types: the pages only show a reservation's id, door and status, never its
+// codes.
 type Store interface {
 	Doors() ([]contract.Door, error)
-	ActiveReservation(door int) (*store.Reservation, error)
-	Reservations() ([]store.Reservation, error)
-	OutboxStats() (store.OutboxStats, error)
+	// ActiveReservation is the reservation that holds door (arriving or
+	// stored), nil when none does.
+	ActiveReservation(door int) (*contract.Reservation, error)
+	Reservations() ([]contract.Reservation, error)
+	OutboxDepth() (int, error) // messages waiting for the cloud
 }
 
 // Broker is what the pages need of the local broker: the door states, events

@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/lockio/web"
 )
@@ -24,11 +23,11 @@ import (
 type fakeStore struct {
 	mu           sync.Mutex
 	doors        []contract.Door
-	reservations map[int]*store.Reservation // by door
+	reservations map[int]*contract.Reservation // by door
 }
 
 func newFakeStore(n int) *fakeStore {
-	s := &fakeStore{reservations: map[int]*store.Reservation{}}
+	s := &fakeStore{reservations: map[int]*contract.Reservation{}}
 	for i := 1; i <= n; i++ {
 		s.doors = append(s.doors, contract.Door{ID: i, Size: "M"})
 	}
@@ -37,23 +36,23 @@ func newFakeStore(n int) *fakeStore {
 
 func (s *fakeStore) Doors() ([]contract.Door, error) { return s.doors, nil }
 
-func (s *fakeStore) ActiveReservation(door int) (*store.Reservation, error) {
+func (s *fakeStore) ActiveReservation(door int) (*contract.Reservation, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reservations[door], nil
 }
 
-func (s *fakeStore) Reservations() ([]store.Reservation, error) {
+func (s *fakeStore) Reservations() ([]contract.Reservation, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []store.Reservation
+	var out []contract.Reservation
 	for _, r := range s.reservations {
 		out = append(out, *r)
 	}
 	return out, nil
 }
 
-func (s *fakeStore) OutboxStats() (store.OutboxStats, error) { return store.OutboxStats{Depth: 3}, nil }
+func (s *fakeStore) OutboxDepth() (int, error) { return 3, nil }
 
 // fakeBroker delivers published messages to its subscribers, and answers a
 // downstream reservation message with the ack that refuse returns.
@@ -359,10 +358,10 @@ func TestTestReservation(t *testing.T) {
 
 func TestCleanupDeletesOnlyTestReservationsWithoutAParcel(t *testing.T) {
 	st := newFakeStore(4)
-	st.reservations[1] = &store.Reservation{ID: web.TestPrefix + "A", Door: 1, Status: contract.StatusArriving}
-	st.reservations[2] = &store.Reservation{ID: web.TestPrefix + "B", Door: 2, Status: contract.StatusStored}
-	st.reservations[3] = &store.Reservation{ID: "R12", Door: 3, Status: contract.StatusArriving}
-	st.reservations[4] = &store.Reservation{ID: web.TestPrefix + "C", Door: 4, Status: contract.StatusDelivered}
+	st.reservations[1] = &contract.Reservation{ID: web.TestPrefix + "A", Door: 1, Status: contract.StatusArriving}
+	st.reservations[2] = &contract.Reservation{ID: web.TestPrefix + "B", Door: 2, Status: contract.StatusStored}
+	st.reservations[3] = &contract.Reservation{ID: "R12", Door: 3, Status: contract.StatusArriving}
+	st.reservations[4] = &contract.Reservation{ID: web.TestPrefix + "C", Door: 4, Status: contract.StatusDelivered}
 	b := newFakeBroker()
 	b.refuse = func(m contract.DownMessage) string {
 		if m.Reservation.ID == web.TestPrefix+"C" {
@@ -453,7 +452,7 @@ func TestEventsFollowTheBroker(t *testing.T) {
 	s.next(func(st web.State) bool { return st.Doors[2].State == contract.DoorOpen })
 
 	st.mu.Lock()
-	st.reservations[3] = &store.Reservation{ID: "R12", Door: 3, Status: contract.StatusStored}
+	st.reservations[3] = &contract.Reservation{ID: "R12", Door: 3, Status: contract.StatusStored}
 	st.mu.Unlock()
 	b.deliver(contract.TopicEvents, contract.Event{EventID: "0000000000000007", Type: contract.EventStored, Reservation: "R12", Door: 3})
 	got := s.next(func(st web.State) bool { return st.LastEvent != nil })

@@ -20,8 +20,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // buildGateway compiles this program once for the test.

@@ -16,8 +16,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/locky-edge/locky/gateway"
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // auditCommand is audit: it prints a locker's audit trail of door openings

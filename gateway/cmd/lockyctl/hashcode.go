@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/locky-edge/locky/gateway"
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // hashCode prints, for each code, the hex HMAC-SHA256 under a locker's code

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 const testCodeKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"

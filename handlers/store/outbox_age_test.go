@@ -13,7 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/locky-edge/locky/gateway/store"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // monoClock is an injected monotonic clock (store.Config.Monotonic): it moves

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 func TestDoors(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // auditN commits n audited events, one an hour from start, on doors from

@@ -7,8 +7,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 const (

@@ -6,5 +6,7 @@
 // change that the back-end must learn of is written in the same transaction as
 // its outbox message, so a crash at any point leaves both or neither.
 //
-// Only this package touches the database.
+// Only this package touches the database. Its place in the layering: on the
+// contract (handlers/contract), below the handlers that own its data; it
+// imports no other package of the locker than the contract.
 package store

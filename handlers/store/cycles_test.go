@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // eventsOf decodes the events among msgs.

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // hmacHex is the *_hash a production back-end sends for a code.

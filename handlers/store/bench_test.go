@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/store"
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // BenchmarkLookupCode looks codes up among n reservations: the index makes
