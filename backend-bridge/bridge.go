@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
@@ -95,10 +94,6 @@ func New(cfg Config) (*Bridge, error) {
 
 // LinkUp reports whether the bridge is connected to the cloud broker now.
 func (b *Bridge) LinkUp() bool { return b.linkUp.Load() }
-
-// Metrics returns the set holding the bridge's metrics (Config.Metrics, or
-// the bridge's own).
-func (b *Bridge) Metrics() *metrics.Set { return b.cfg.Metrics }
 
 // Run connects to the cloud broker and keeps the link up, reconnecting with
 // back-off, until ctx is done or Close is called; then it disconnects (the

@@ -28,13 +28,15 @@ type Outbox interface {
 	OutboxNotify() <-chan struct{}
 }
 
-// Local is the locker's broker; *mqtt.Server (mochi, with InlineClient on)
-// implements it. Publish must return only once the message has been handed to
-// the local subscribers, so that the bridge may then acknowledge it upstream.
-// An error means the locker could not take it (yet): the bridge retries the
-// same message, with back-off, before any later one.
+// Local is the locker's broker, through which the cloud's messages enter the
+// locker like every other message; the gateway's broker implements it.
+// Deliver publishes a message and returns once the locker's handlers of its
+// topic have run, with nil only when they committed it, so that the bridge
+// may then acknowledge it upstream. An error means the locker could not take
+// it (yet): the bridge retries the same message, with back-off, before any
+// later one.
 type Local interface {
-	Publish(topic string, payload []byte, retain bool, qos byte) error
+	Deliver(topic string, payload []byte, qos byte) error
 }
 
 // Mapping maps the topics of one broker onto the other. From and To are
@@ -187,7 +189,7 @@ func (cfg Config) check() error {
 		return configErr("Outbox is nil: pass the store")
 	}
 	if cfg.Local == nil {
-		return configErr("Local is nil: pass the local broker (mochi with InlineClient on)")
+		return configErr("Local is nil: pass the locker's broker")
 	}
 	if cfg.SessionExpiry < 0 || cfg.SessionExpiry/time.Second > 1<<32-1 {
 		return configErr("SessionExpiry %s is out of range (0 to 136 years)", cfg.SessionExpiry)

@@ -26,4 +26,8 @@
 // connect, and the Will says offline. Connection attempts back off
 // exponentially with jitter; a dead uplink logs one line a minute, not one per
 // attempt.
+//
+// Its place in the layering: above the handlers and the store, below the
+// gateway; it reaches the locker only through its Outbox and Local
+// interfaces.
 package bridge

@@ -102,7 +102,7 @@ func (b *Bridge) receive(q *downQueue) func(paho.PublishReceived) (bool, error) 
 
 // deliver hands the queued messages of one connection to the locker, one at
 // a time in order of receipt, and acknowledges each to the cloud only once
-// Local.Publish returned without error (the store handlers committed it and
+// Local.Deliver returned without error (the store handlers committed it and
 // its ack). A message that the locker cannot commit (a full disk, say) is
 // retried with back-off while the link stays up and the outbox keeps
 // draining; the messages behind it wait, since their order matters (an upsert
@@ -135,7 +135,7 @@ func (b *Bridge) deliverOne(ctx context.Context, cli *paho.Client, m downMsg) bo
 	var since time.Time
 	failures := 0
 	for {
-		err := b.cfg.Local.Publish(m.topic, m.pub.Payload, false, m.qos)
+		err := b.cfg.Local.Deliver(m.topic, m.pub.Payload, m.qos)
 		if err == nil {
 			break
 		}

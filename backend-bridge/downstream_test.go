@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -74,27 +75,40 @@ func (f *recordingStore) Ack(now time.Time, msgID string, err error) ([]store.Me
 // outbox, inside Publish. While full is set, it cannot commit a sync, as a
 // snapshot that finds no room on the disk, and says so.
 type locker struct {
-	h    *storehandler.Handler
-	full atomic.Bool
+	handle func(contract.Message) error // the store handler's subscription
+	full   atomic.Bool
 }
 
 func newLocker(t testing.TB, st storehandler.Store) *locker {
 	t.Helper()
-	h, err := storehandler.New(storehandler.Config{Store: st, Logger: testenv.Logger(t)})
+	l := &locker{}
+	h, err := storehandler.New(storehandler.Config{Store: st, Broker: l, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &locker{h: h}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return l
 }
 
-func (l *locker) Publish(topic string, payload []byte, _ bool, _ byte) error {
+// Handle takes the store handler's subscription (to locky/down/#).
+func (l *locker) Handle(_ string, fn func(contract.Message) error) error {
+	l.handle = fn
+	return nil
+}
+
+// Deliver hands a message to the store handler as the gateway's broker does,
+// and fails a sync while the disk is "full".
+func (l *locker) Deliver(topic string, payload []byte, _ byte) error {
 	if !strings.HasPrefix(topic, contract.TopicDownPrefix) {
 		return fmt.Errorf("no local subscriber for %s in this test", topic)
 	}
 	if topic == contract.TopicDownSync && l.full.Load() {
 		return fmt.Errorf("cannot commit the snapshot: %w", syscall.ENOSPC)
 	}
-	return l.h.Handle(contract.Message{Topic: topic, Payload: payload})
+	return l.handle(contract.Message{Topic: topic, Payload: payload})
 }
 
 // TestLocalFailureKeepsLink: a cloud sync whose snapshot cannot be written

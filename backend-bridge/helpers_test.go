@@ -67,7 +67,7 @@ type local struct {
 	got chan string // "topic payload"
 
 	mu       sync.Mutex
-	failNext int // fail this many Publish calls on locky/down/...
+	failNext int // fail this many Deliver calls on locky/down/...
 	attempts map[string]int
 }
 
@@ -84,8 +84,9 @@ func newLocal(t testing.TB) *local {
 	return l
 }
 
-// Publish fails the first failNext downstream messages, then passes them on.
-func (l *local) Publish(topic string, payload []byte, retain bool, qos byte) error {
+// Deliver fails the first failNext downstream messages, then publishes them
+// (mochi calls the inline subscriber before Publish returns).
+func (l *local) Deliver(topic string, payload []byte, qos byte) error {
 	l.mu.Lock()
 	l.attempts[string(payload)]++
 	fail := l.failNext > 0 && strings.HasPrefix(topic, "locky/down/")
@@ -96,7 +97,7 @@ func (l *local) Publish(topic string, payload []byte, retain bool, qos byte) err
 	if fail {
 		return errors.New("local broker refused the message (test)")
 	}
-	return l.Server.Publish(topic, payload, retain, qos)
+	return l.Server.Publish(topic, payload, false, qos)
 }
 
 func (l *local) attemptsOf(payload string) int {

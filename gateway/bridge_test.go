@@ -81,3 +81,25 @@ func TestCloudSeesEveryEventAcrossALinkCut(t *testing.T) {
 		}
 	}
 }
+
+// TestCloudMessagesEnterThroughTheBroker: a message from the back-end reaches
+// the locker's broker like every other message, so a local subscriber of
+// locky/down/# sees it, and the back-end gets its ack once it is committed.
+func TestCloudMessagesEnterThroughTheBroker(t *testing.T) {
+	cloud := testenv.StartMosquitto(t)
+	backend := connect(t, cloud.Addr, "lockers/+/up/#", "lockers/+/status")
+	cfg := testConfig(t)
+	cfg.LockerID = "locker-8"
+	cfg.CloudURL = cloud.URL()
+	g := startGateway(t, cfg)
+	local := connect(t, g.MQTTAddr(), "locky/down/#")
+	backend.Await("lockers/locker-8/status", func(p []byte) bool { return strings.Contains(string(p), `"online"`) })
+
+	const door = `{"msg_id":"cloud-d14","op":"upsert","door":{"id":14,"size":"L"}}`
+	backend.Publish("lockers/locker-8/down/doors", door)
+	local.Await("locky/down/doors", func(p []byte) bool { return string(p) == door })
+	backend.Await("lockers/locker-8/up/acks", func(p []byte) bool { return strings.Contains(string(p), `"cloud-d14","ok":true`) })
+	if _, ok, err := g.Store().Door(14); err != nil || !ok {
+		t.Fatalf("door 14 from the cloud: ok=%v err=%v; want it stored", ok, err)
+	}
+}

@@ -1,6 +1,9 @@
 // Package gateway assembles the locker: the embedded broker, the store, the
 // handlers, the door driver, the bridge and the HTTP server, and runs them
 // from start to graceful stop.
+//
+// Its place in the layering: the top; nothing imports it but the programs
+// in gateway/cmd and the tests.
 package gateway
 
 import (
@@ -11,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +24,6 @@ import (
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/logthrottle"
 	"github.com/locky-edge/locky/gateway/metricspush"
-	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/controller"
 	"github.com/locky-edge/locky/handlers/door"
 	"github.com/locky-edge/locky/handlers/screen"
@@ -177,6 +178,24 @@ func (g *Gateway) stopAll(level slog.Level) error {
 	return errors.Join(errs...)
 }
 
+// part is a handler: Start subscribes it to its topics and starts what it
+// runs; Close stops that and waits for it.
+type part interface {
+	Start(ctx context.Context) error
+	Close() error
+}
+
+// startPart is the step that starts p and records its Close.
+func (g *Gateway) startPart(name string, p part) step {
+	return step{name, func() error {
+		if err := p.Start(context.Background()); err != nil {
+			return fmt.Errorf("cannot start the %s: %w", name, err)
+		}
+		g.onStop(name, p.Close)
+		return nil
+	}}
+}
+
 // goStep runs fn on a goroutine of its own and records its stop: stop (if
 // any) and the end of fn's context, then the wait for fn to return. An error
 // from fn means the part stopped by itself: Run then stops the gateway.
@@ -324,11 +343,10 @@ func (g *Gateway) newHandlers() error {
 	if err != nil {
 		return err
 	}
-	g.downstream, err = storehandler.New(storehandler.Config{Store: g.store, Grace: cfg.Grace, Metrics: g.metrics, Logger: g.log})
+	g.downstream, err = storehandler.New(storehandler.Config{Store: g.store, Broker: g.broker, Grace: cfg.Grace, Metrics: g.metrics, Logger: g.log})
 	if err != nil {
 		return err
 	}
-	g.onStop("store handler (acks held for retry)", g.downstream.Close)
 	if cfg.SimDoors > 0 {
 		if g.sim, err = simdoors.New(simdoors.Config{Doors: cfg.SimDoors, AutoClose: cfg.SimAutoClose}); err != nil {
 			return fmt.Errorf("--sim-doors: %w", err)
@@ -367,7 +385,7 @@ func (g *Gateway) newBridge() error {
 		Username: cfg.CloudUsername, Password: cfg.CloudPassword,
 		CAFile: cfg.CloudCAFile, CertFile: cfg.CloudCertFile, KeyFile: cfg.CloudKeyFile,
 		SessionExpiry: cfg.CloudSessionExpiry, Up: up, Down: down, RetryMax: cfg.CloudRetryMax,
-		Outbox: g.store, Local: downstreamLocal{g},
+		Outbox: g.store, Local: g.broker,
 		Version: Version, Logger: g.log, Metrics: g.metrics,
 	})
 	if err != nil {
@@ -488,38 +506,32 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.life.Unlock()
 	defer close(g.stopped)
 
-	subs := []struct {
-		filter string
-		fn     func(contract.Message)
-	}{
-		{contract.TopicScreenCode, func(m contract.Message) {
-			var reply *controller.Reply
-			if m.ResponseTopic != "" {
-				reply = &controller.Reply{ResponseTopic: m.ResponseTopic, Correlation: m.Correlation}
-			}
-			g.controller.HandleCode(m.Payload, reply)
-		}},
-		{contract.TopicDoorStates, func(m contract.Message) {
-			if d, err := contract.DoorFromTopic(m.Topic, "state"); err == nil {
-				g.controller.HandleDoorState(d, m.Payload)
-			}
-		}},
-		// Every topic below locky/down/, so that one the contract does not know
-		// gets the same "entity unknown" ack as it gets through the bridge.
-		{contract.TopicDownPrefix + "#", g.handleDown},
-	}
-	// The rest of the start list. Its reverse is the graceful stop: the
-	// controller first (no new codes), the store last.
+	// The rest of the start list. The handlers and the door driver subscribe
+	// before the broker takes clients, so that no message is missed. Its
+	// reverse is the graceful stop: the bridge first (outbox flushed), the
+	// pages, the broker (no new code, no new message), the door driver, the
+	// handlers (open door cycles stay persisted), the store last.
 	err := g.startAll([]step{
-		{"subscriptions", func() error { // before the broker takes clients: no message is missed
-			for _, s := range subs {
-				if err := g.broker.Subscribe(s.filter, s.fn); err != nil {
-					return fmt.Errorf("cannot subscribe to %s: %w", s.filter, err)
+		{"controller", func() error {
+			if err := g.controller.Start(context.Background()); err != nil {
+				if re := (*controller.RestoreError)(nil); errors.As(err, &re) {
+					return fmt.Errorf("cannot restore %s: the database in --data-dir %s is damaged; restore it from a backup: %w", re.What, g.cfg.DataDir, re.Err)
 				}
+				return fmt.Errorf("cannot start the controller: %w", err)
 			}
-			if err := g.screen.Start(); err != nil {
-				return fmt.Errorf("cannot start the screen handler: %w", err)
+			g.onStop("controller (open door cycles stay persisted)", g.controller.Close)
+			return nil
+		}},
+		g.startPart("store handler", g.downstream),
+		g.startPart("screen handler", g.screen),
+		{"door driver", func() error {
+			if g.doors == nil {
+				return nil
 			}
+			if err := g.doors.Start(context.Background()); err != nil {
+				return fmt.Errorf("cannot start the door handler: %w", err)
+			}
+			g.onStop("door driver", func() error { err := g.doors.Close(); g.sim.Stop(); return err })
 			return nil
 		}},
 		{"broker", func() error {
@@ -541,18 +553,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			return nil
 		}},
-		{"door driver", func() error {
-			if g.doors == nil {
-				return nil
-			}
-			dctx, dcancel := context.WithCancel(context.Background())
-			if err := g.doors.Start(dctx); err != nil {
-				dcancel()
-				return fmt.Errorf("cannot start the door handler: %w", err)
-			}
-			g.onStop("door driver", func() error { dcancel(); g.doors.Wait(); g.sim.Stop(); return nil })
-			return nil
-		}},
 		{"prune", func() error { g.goStep("prune", endless(g.pruneLoop), nil); return nil }},
 		{"systemd watchdog", func() error { g.goStep("systemd watchdog", endless(g.watchdogLoop), nil); return nil }},
 		{"cloud bridge", func() error {
@@ -564,19 +564,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 					return nil
 				}, g.bridge.Close)
 			}
-			return nil
-		}},
-		{"controller", func() error {
-			// What the controller restores first, read here too: a database
-			// it cannot restore fails the start, before READY=1, rather
-			// than the controller once the locker says it serves.
-			if _, err := g.store.Cycles(); err != nil {
-				return fmt.Errorf("cannot restore the open door cycles: the database in --data-dir %s is damaged; restore it from a backup: %w", g.cfg.DataDir, err)
-			}
-			if _, err := g.store.Lockout(); err != nil {
-				return fmt.Errorf("cannot restore the screen lockout: the database in --data-dir %s is damaged; restore it from a backup: %w", g.cfg.DataDir, err)
-			}
-			g.goStep("controller (open door cycles stay persisted)", g.controller.Run, g.controller.Close)
 			return nil
 		}},
 	})
@@ -605,38 +592,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.closeErr = g.stopAll(slog.LevelInfo)
 	g.logs.Flush()
 	return runErr
-}
-
-// downstreamLocal is the bridge's way into the locker: messages for
-// locky/down/* are applied directly, so that the bridge acknowledges them to
-// the cloud only once committed (a failure is redelivered, not lost).
-type downstreamLocal struct{ g *Gateway }
-
-func (d downstreamLocal) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	if strings.HasPrefix(topic, contract.TopicDownPrefix) {
-		return d.g.deliverDown(contract.Message{Topic: topic, Payload: payload})
-	}
-	return d.g.broker.Publish(topic, payload, retain, qos)
-}
-
-// handleDown routes a message of locky/down/* published on the local broker.
-func (g *Gateway) handleDown(m contract.Message) {
-	if err := g.deliverDown(m); err != nil {
-		g.log.Error("a downstream message was not applied and is not acked; the back-end should resend it", "topic", m.Topic, "err", err)
-	}
-}
-
-// deliverDown applies one downstream message: support commands go to the
-// controller, the rest to the store handler. It returns after the message and
-// its ack are committed (when the store fails: after its ack with the error
-// is committed or held for retry), or with the error that kept them from
-// being so. The bridge calls it directly and acknowledges to the cloud only
-// on success.
-func (g *Gateway) deliverDown(m contract.Message) error {
-	if m.Topic == contract.TopicDownCommands {
-		return g.controller.HandleCommand(m.Payload)
-	}
-	return g.downstream.Handle(m)
 }
 
 func (g *Gateway) pruneLoop(ctx context.Context) {

@@ -503,7 +503,7 @@ func startBroker(t *testing.T, cfg Config, clock ...func() time.Time) *testBroke
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close() })
-		return &testBroker{Broker: b, srv: b.Server(), addr: b.Addr()}
+		return &testBroker{Broker: b, srv: b.srv, addr: b.Addr()}
 	}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: cfg.Logger})
 	h, err := newAuthHook(srv, cfg)

@@ -1,6 +1,10 @@
 // Package broker embeds the locker's MQTT broker (mochi-mqtt v2): MQTT 3.1.1
 // and 5 over TCP, with an inline client through which the handlers publish
 // and subscribe.
+//
+// Its place in the layering: part of the assembly (gateway/); it imports
+// only the contract, and the handlers reach it through their own small
+// interfaces.
 package broker
 
 import (
@@ -108,6 +112,8 @@ type Broker struct {
 	subID  atomic.Int64
 	guard  *retainGuard
 
+	deliver deliverer
+
 	closeOnce sync.Once
 }
 
@@ -204,6 +210,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, errors.New("broker: inline client missing")
 	}
 	b := &Broker{srv: srv, ln: ln, wq: wq, logs: logs, inline: inline, log: log, guard: guard}
+	b.deliver.cl = srv.NewClient(nil, mqtt.LocalListener, delivererID, true)
 	b.registerMetrics(cfg.Metrics)
 	return b, nil
 }
@@ -248,21 +255,25 @@ func (b *Broker) PublishResponse(topic string, correlation, payload []byte) erro
 // Subscribe calls fn for every message on filter, on the publisher's
 // goroutine: fn must not block for long.
 func (b *Broker) Subscribe(filter string, fn func(contract.Message)) error {
+	return b.subscribe(filter, func(pk packets.Packet) { fn(message(pk)) })
+}
+
+func (b *Broker) subscribe(filter string, fn func(packets.Packet)) error {
 	id := int(b.subID.Add(1))
 	b.guard.mu.RLock()
 	defer b.guard.mu.RUnlock()
-	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		fn(contract.Message{
-			Topic:         pk.TopicName,
-			Payload:       pk.Payload,
-			ResponseTopic: pk.Properties.ResponseTopic,
-			Correlation:   bytes.Clone(pk.Properties.CorrelationData),
-		})
-	})
+	return b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) { fn(pk) })
 }
 
-// Server returns the mochi server, for the bridge and the tests.
-func (b *Broker) Server() *mqtt.Server { return b.srv }
+// message is pk as the handlers see it.
+func message(pk packets.Packet) contract.Message {
+	return contract.Message{
+		Topic:         pk.TopicName,
+		Payload:       pk.Payload,
+		ResponseTopic: pk.Properties.ResponseTopic,
+		Correlation:   bytes.Clone(pk.Properties.CorrelationData),
+	}
+}
 
 // Clients returns the number of connected clients (the gateway's own inline
 // client excluded).

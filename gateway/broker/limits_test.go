@@ -486,7 +486,7 @@ func TestRetainedTopicsAreCapped(t *testing.T) {
 	f("locky/doors/13/state", "1", 1, 0)
 	awaitMetric(t, set, "locky_broker_retained_refused_total", 2)
 	for topic, want := range map[string]bool{"locky/doors/13/state": true, "locky/doors/14/state": false, "locky/doors/2/state": true} {
-		if _, ok := b.Server().Topics.Retained.Get(topic); ok != want {
+		if _, ok := b.srv.Topics.Retained.Get(topic); ok != want {
 			t.Errorf("%s retained: %v; want %v", topic, ok, want)
 		}
 	}

@@ -1,6 +1,9 @@
 // Package contract is the topic contract of the locker's local broker (SPEC §4):
 // the topic names, the payload types and their decoders. Handlers depend on this
 // package and never on each other.
+//
+// Its place in the layering: the bottom; it imports no package of the
+// locker.
 package contract
 
 import (

@@ -1,9 +1,15 @@
 // Package controller is the locker workflow (SPEC §5): it turns a code on the
 // touchscreen into a door opening, a door closing into a status change and its
 // upstream event, and watches doors for faults, forced openings and doors left
-// open. It talks to the rest of the locker only through broker topics.
+// open.
 //
-// All workflow state lives on one goroutine (Run); broker callbacks and timers
+// It subscribes to locky/screen/code (codes), locky/doors/+/state (door
+// states) and locky/down/commands (support opens a door), and publishes on
+// locky/screen/display and locky/doors/{n}/command; what it commits goes
+// upstream through the store's outbox. Its place in the layering: a handler,
+// on the store and the contract; it calls no other handler.
+//
+// All workflow state lives on one goroutine (started by Start); broker callbacks and timers
 // hand their work to it, so door cycles of different doors interleave without
 // locks and a second code for a door in a cycle gets busy.
 //
@@ -35,6 +41,10 @@ type Broker interface {
 	// PublishResponse answers an MQTT 5 request on its response topic with its
 	// correlation data.
 	PublishResponse(topic string, correlation, payload []byte) error
+	// Subscribe calls fn for each message on filter, on the publisher's
+	// goroutine; Handle does too, and answers the publisher with fn's error.
+	Subscribe(filter string, fn func(contract.Message)) error
+	Handle(filter string, fn func(contract.Message) error) error
 }
 
 // Store is what the controller needs of the store.
@@ -135,10 +145,10 @@ type cycle struct {
 type pendingWrite struct {
 	what string
 	door int          // 0 when it is not about a door
-	try  func() error // commits it; runs on the Run goroutine
+	try  func() error // commits it; runs on the work goroutine
 }
 
-// Controller runs the workflow. Create it with New, start it with Run.
+// Controller runs the workflow. Create it with New, start it with Start, stop it with Close.
 type Controller struct {
 	cfg Config
 	log *slog.Logger
@@ -148,9 +158,9 @@ type Controller struct {
 	mu   sync.Mutex // guards stop and shut
 	stop context.CancelFunc
 	shut bool
-	done chan struct{} // closed when Run returns
+	done chan struct{} // closed when the work goroutine returns (or by Close when never started)
 
-	// owned by the Run goroutine
+	// owned by the work goroutine
 	cycles map[int]*cycle
 	forced map[int]bool
 	lock   lockout
@@ -187,16 +197,71 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
-// Run restores the door cycles that were open when the gateway last stopped
-// and processes work until ctx ends or Close is called.
-func (c *Controller) Run(ctx context.Context) error {
+// Start restores the door cycles that were open when the gateway last
+// stopped and the screen lockout, subscribes to the controller's topics and
+// starts the goroutine that does the work, until ctx ends or Close is called.
+// A database it cannot restore from is an error, before anything is
+// subscribed. Messages that arrive before Start returns wait for the work
+// goroutine.
+func (c *Controller) Start(ctx context.Context) error {
+	if err := c.restore(); err != nil {
+		return err
+	}
+	subs := []struct {
+		filter string
+		fn     func(contract.Message)
+	}{
+		{contract.TopicScreenCode, func(m contract.Message) {
+			var reply *Reply
+			if m.ResponseTopic != "" {
+				reply = &Reply{ResponseTopic: m.ResponseTopic, Correlation: m.Correlation}
+			}
+			c.HandleCode(m.Payload, reply)
+		}},
+		{contract.TopicDoorStates, func(m contract.Message) {
+			if d, err := contract.DoorFromTopic(m.Topic, "state"); err == nil {
+				c.HandleDoorState(d, m.Payload)
+			}
+		}},
+	}
+	for _, sub := range subs {
+		if err := c.cfg.Broker.Subscribe(sub.filter, sub.fn); err != nil {
+			return fmt.Errorf("controller: cannot subscribe to %s: %w", sub.filter, err)
+		}
+	}
+	err := c.cfg.Broker.Handle(contract.TopicDownCommands, func(m contract.Message) error { return c.HandleCommand(m.Payload) })
+	if err != nil {
+		return fmt.Errorf("controller: cannot subscribe to %s: %w", contract.TopicDownCommands, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.shut {
+		return errors.New("controller: Start after Close")
+	}
+	ctx, c.stop = context.WithCancel(ctx)
+	go c.run(ctx)
+	return nil
+}
+
+// RestoreError is Start's error when the state of the last run cannot be
+// read back: the database is damaged.
+type RestoreError struct {
+	What string // "the open door cycles", "the screen lockout"
+	Err  error
+}
+
+func (e *RestoreError) Error() string { return "cannot restore " + e.What + ": " + e.Err.Error() }
+func (e *RestoreError) Unwrap() error { return e.Err }
+
+// restore reads back the open door cycles and the lockout.
+func (c *Controller) restore() error {
 	cycles, err := c.cfg.Store.Cycles()
 	if err != nil {
-		return fmt.Errorf("controller: cannot restore open door cycles: %w", err)
+		return &RestoreError{"the open door cycles", err}
 	}
 	now := time.Now()
 	if l, err := c.cfg.Store.Lockout(); err != nil {
-		return fmt.Errorf("controller: cannot read the lockout state: %w", err)
+		return &RestoreError{"the screen lockout", err}
 	} else if left := c.lock.restore(l, now); left > 0 {
 		c.log.Info("the screen is still locked out from before the restart", "retry_after_s", seconds(left))
 	}
@@ -210,13 +275,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.cycles[sc.Door] = cy
 		c.log.Info("restored a door cycle that was open at the last stop", "door", sc.Door, "reservation", sc.Reservation, "kind", sc.Kind)
 	}
-	c.mu.Lock()
-	if c.shut {
-		c.mu.Unlock()
-		return nil
-	}
-	ctx, c.stop = context.WithCancel(ctx)
-	c.mu.Unlock()
+	return nil
+}
+
+// run does the work handed to it until ctx ends.
+func (c *Controller) run(ctx context.Context) {
 	defer close(c.done)
 	for {
 		select {
@@ -235,28 +298,31 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.log.Error("stopping with writes the store could not commit; an open door cycle is completed after the restart, events and acks among them are lost",
 					"pending", len(c.pending), "first", c.pending[0].what)
 			}
-			return nil
+			return
 		case fn := <-c.work:
 			fn()
 		}
 	}
 }
 
-// Close stops Run and waits for it. Open door cycles stay persisted and are
+// Close stops the work goroutine and waits for it. Open door cycles stay persisted and are
 // completed by the next start. It is safe to call more than once.
 func (c *Controller) Close() error {
 	c.mu.Lock()
-	stop := c.stop
+	stop, first := c.stop, !c.shut
 	c.shut = true
 	c.mu.Unlock()
-	if stop != nil {
+	switch {
+	case stop != nil:
 		stop()
 		<-c.done
+	case first:
+		close(c.done) // never started: what waits on it gives up
 	}
 	return nil
 }
 
-// do hands fn to the Run goroutine. It reports false once the controller has stopped.
+// do hands fn to the work goroutine. It reports false once the controller has stopped.
 func (c *Controller) do(fn func()) bool {
 	select {
 	case c.work <- fn:
@@ -383,7 +449,7 @@ func (c *Controller) command(cy *cycle) {
 	})
 }
 
-// after runs fn on the Run goroutine after d, if cy is still the door's cycle.
+// after runs fn on the work goroutine after d, if cy is still the door's cycle.
 func (c *Controller) after(d time.Duration, cy *cycle, fn func()) *time.Timer {
 	return time.AfterFunc(d, func() {
 		c.do(func() {
@@ -622,7 +688,7 @@ func (c *Controller) saveLockout() {
 
 // commit runs try, after the writes held for retry (so that they keep their
 // order when the store works again); when it fails, it is held and retried
-// with back-off until it succeeds. It runs on the Run goroutine.
+// with back-off until it succeeds. It runs on the work goroutine.
 func (c *Controller) commit(what string, door int, try func() error) {
 	c.flush()
 	if err := try(); err != nil {

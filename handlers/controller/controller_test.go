@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,10 +126,39 @@ func TestLockoutDoublesUpToTheMaximum(t *testing.T) {
 	}
 }
 
-// recorder is a broker that records what the controller publishes.
+// recorder is a broker that records what the controller publishes and takes
+// its subscriptions, by filter.
 type recorder struct {
 	mu   sync.Mutex
 	msgs []contract.Message
+	subs map[string]func(contract.Message) error
+}
+
+func (r *recorder) Subscribe(filter string, fn func(contract.Message)) error {
+	return r.Handle(filter, func(m contract.Message) error { fn(m); return nil })
+}
+
+func (r *recorder) Handle(filter string, fn func(contract.Message) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.subs == nil {
+		r.subs = map[string]func(contract.Message) error{}
+	}
+	r.subs[filter] = fn // a restarted controller replaces the last one's
+	return nil
+}
+
+// deliver hands a message on topic to the subscription of filter, as the
+// broker would; it fails the test if the controller did not subscribe to it.
+func (r *recorder) deliver(t *testing.T, filter, topic, payload string) error {
+	t.Helper()
+	r.mu.Lock()
+	fn := r.subs[filter]
+	r.mu.Unlock()
+	if fn == nil {
+		t.Fatalf("the controller did not subscribe to %s", filter)
+	}
+	return fn(contract.Message{Topic: topic, Payload: []byte(payload)})
 }
 
 func (r *recorder) Publish(topic string, payload []byte, _ bool, _ byte) error {
@@ -189,9 +217,10 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go c.Run(ctx)
-	t.Cleanup(func() { cancel(); c.Close() })
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	r := &rig{t: t, c: c, st: st, b: b}
 	msgs, err := st.UpsertReservation(time.Now(), "m-1", contract.Reservation{ID: "R1", Version: 1, Door: 2,
 		DepositCode: "1111", PickupCode: "2222", CourierCode: "3333"}, time.Minute)
@@ -203,13 +232,13 @@ func newRig(t *testing.T) *rig {
 
 func (r *rig) code(code string) contract.Display {
 	r.t.Helper()
-	r.c.HandleCode([]byte(`{"code":"`+code+`","request_id":"x"}`), nil)
+	_ = r.b.deliver(r.t, contract.TopicScreenCode, contract.TopicScreenCode, `{"code":"`+code+`","request_id":"x"}`)
 	synctest.Wait()
 	return r.b.last()
 }
 
 func (r *rig) door(door int, state string) {
-	r.c.HandleDoorState(door, []byte(`{"state":"`+state+`"}`))
+	_ = r.b.deliver(r.t, contract.TopicDoorStates, contract.DoorStateTopic(door), `{"state":"`+state+`"}`)
 	synctest.Wait()
 }
 

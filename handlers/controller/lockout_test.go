@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"testing/synctest"
@@ -118,9 +117,10 @@ func (r *rig) restartOn(s Store) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go c.Run(ctx)
-	r.t.Cleanup(func() { cancel(); c.Close() })
+	if err := c.Start(r.t.Context()); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { c.Close() })
 	r.c = c
 	synctest.Wait()
 }

@@ -1,12 +1,16 @@
 // Package door connects a door driver to the broker: open commands on
 // locky/doors/{door}/command reach the driver, and every state the driver
 // reports is published, retained, on locky/doors/{door}/state.
+//
+// It subscribes to locky/doors/+/command. Its place in the layering: a
+// handler, on the contract; the driver (lockio) is handed to it.
 package door
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -40,6 +44,9 @@ type Handler struct {
 	log   *slog.Logger
 	queue chan int
 	wg    sync.WaitGroup
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // ends the driver goroutine; nil before Start
 }
 
 // New returns a Handler.
@@ -54,12 +61,15 @@ func New(cfg Config) (*Handler, error) {
 }
 
 // Start subscribes to the door commands and publishes the doors' states; the
-// driver is driven from its own goroutine until ctx ends.
+// driver is driven from its own goroutine until ctx ends or Close is called.
 func (h *Handler) Start(ctx context.Context) error {
 	h.cfg.Driver.Watch(h.report)
 	if err := h.cfg.Broker.Subscribe(contract.TopicDoorCommands, h.command); err != nil {
-		return err
+		return fmt.Errorf("door: cannot subscribe to %s: %w", contract.TopicDoorCommands, err)
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ctx, h.cancel = context.WithCancel(ctx)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -77,8 +87,17 @@ func (h *Handler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Wait waits for the driver goroutine to end after ctx is done.
-func (h *Handler) Wait() { h.wg.Wait() }
+// Close stops the driver goroutine and waits for it; commands that arrive
+// afterwards wait in the queue, unsent. It is safe to call more than once.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	if h.cancel != nil {
+		h.cancel()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+	return nil
+}
 
 func (h *Handler) command(m contract.Message) {
 	door, err := contract.DoorFromTopic(m.Topic, "command")

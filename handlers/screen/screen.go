@@ -2,6 +2,9 @@
 // web kiosk) to the broker: a code entered on it is published on
 // locky/screen/code exactly as a touchscreen app would, and the answer on
 // locky/screen/display is handed back to whoever waits for that request.
+//
+// It subscribes to locky/screen/display. Its place in the layering: a
+// handler, on the contract.
 package screen
 
 import (
@@ -11,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/locky-edge/locky/handlers/contract"
 )
@@ -24,11 +26,8 @@ type Broker interface {
 
 // Handler is the screen handler.
 type Handler struct {
-	broker Broker
-
-	mu      sync.Mutex
-	waiters map[string]chan contract.Display
-	watch   map[chan contract.Display]struct{}
+	broker  Broker
+	answers contract.Replies[contract.Display] // by request_id
 }
 
 // New returns a Handler; Start subscribes it.
@@ -36,32 +35,25 @@ func New(b Broker) (*Handler, error) {
 	if b == nil {
 		return nil, errors.New("screen: Broker is required")
 	}
-	return &Handler{broker: b, waiters: map[string]chan contract.Display{}, watch: map[chan contract.Display]struct{}{}}, nil
+	return &Handler{broker: b}, nil
 }
 
-// Start subscribes to the display topic.
-func (h *Handler) Start() error {
-	return h.broker.Subscribe(contract.TopicScreenDisplay, h.display)
+// Start subscribes to the display topic. The handler runs nothing of its own.
+func (h *Handler) Start(context.Context) error {
+	if err := h.broker.Subscribe(contract.TopicScreenDisplay, h.display); err != nil {
+		return fmt.Errorf("screen: cannot subscribe to %s: %w", contract.TopicScreenDisplay, err)
+	}
+	return nil
 }
+
+// Close does nothing: the handler has no goroutine, and a Submit waiting
+// ends with its context.
+func (h *Handler) Close() error { return nil }
 
 func (h *Handler) display(m contract.Message) {
 	var d contract.Display
-	if json.Unmarshal(m.Payload, &d) != nil {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if ch, ok := h.waiters[d.RequestID]; ok {
-		select {
-		case ch <- d:
-		default:
-		}
-	}
-	for ch := range h.watch {
-		select {
-		case ch <- d:
-		default: // a slow watcher misses a message rather than stalling the broker
-		}
+	if json.Unmarshal(m.Payload, &d) == nil {
+		h.answers.Answer(d.RequestID, d)
 	}
 }
 
@@ -71,39 +63,19 @@ func (h *Handler) Submit(ctx context.Context, code string) (contract.Display, er
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	req := contract.CodeRequest{Code: code, RequestID: "kiosk-" + hex.EncodeToString(id[:])}
-	ch := make(chan contract.Display, 1)
-	h.mu.Lock()
-	h.waiters[req.RequestID] = ch
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.waiters, req.RequestID)
-		h.mu.Unlock()
-	}()
 	payload, err := json.Marshal(req)
 	if err != nil {
 		return contract.Display{}, err
 	}
+	answer, done := h.answers.Expect(req.RequestID)
+	defer done()
 	if err := h.broker.Publish(contract.TopicScreenCode, payload, false, 1); err != nil {
 		return contract.Display{}, fmt.Errorf("screen: cannot publish the code: %w", err)
 	}
 	select {
-	case d := <-ch:
+	case d := <-answer:
 		return d, nil
 	case <-ctx.Done():
 		return contract.Display{}, fmt.Errorf("screen: no answer from the locker: %w", ctx.Err())
-	}
-}
-
-// Watch returns a channel of every display message until cancel is called.
-func (h *Handler) Watch() (<-chan contract.Display, func()) {
-	ch := make(chan contract.Display, 16)
-	h.mu.Lock()
-	h.watch[ch] = struct{}{}
-	h.mu.Unlock()
-	return ch, func() {
-		h.mu.Lock()
-		delete(h.watch, ch)
-		h.mu.Unlock()
 	}
 }

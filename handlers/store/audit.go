@@ -298,7 +298,7 @@ func (s *Store) Audit(max int) ([]AuditRecord, error) {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
 			var a AuditRecord
-			if err := jsonUnmarshal(v, &a); err != nil {
+			if err := json.Unmarshal(v, &a); err != nil {
 				return fmt.Errorf("corrupt audit record %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			out = append(out, a)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -129,7 +130,7 @@ func (s *Store) Cycles() ([]Cycle, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCycles).ForEach(func(_, v []byte) error {
 			var c Cycle
-			if err := jsonUnmarshal(v, &c); err != nil {
+			if err := json.Unmarshal(v, &c); err != nil {
 				return fmt.Errorf("corrupt door cycle: %w", err)
 			}
 			out = append(out, c)

@@ -17,6 +17,9 @@ import (
 // file on each commit; only its durability across a power cut is lost.
 func SkipFsync(s *Store) { s.db.NoSync = true }
 
+// PathOf returns the file of s.
+func PathOf(s *Store) string { return s.cfg.Path }
+
 // CheckFile checks a closed database: bbolt's own consistency check, then the
 // store's invariants: every code index entry points at a reservation that has
 // that code, every active reservation holds its door index entry and its

@@ -45,7 +45,7 @@ func reopen(t *testing.T, s *store.Store, set *metrics.Set, opt func(*store.Conf
 		t.Fatalf("Close: %v", err)
 	}
 	cfg := testConfig(t)
-	cfg.Path, cfg.Metrics = s.Path(), set
+	cfg.Path, cfg.Metrics = store.PathOf(s), set
 	opt(&cfg)
 	return openStore(t, cfg, true)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -401,7 +402,7 @@ func (s *Store) CountByStatus() (map[string]int, error) {
 			var r struct {
 				Status string `json:"status"`
 			}
-			if err := jsonUnmarshal(v, &r); err != nil {
+			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
 			out[r.Status]++
@@ -417,7 +418,7 @@ func (s *Store) Reservations() ([]Reservation, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketReservations).ForEach(func(_, v []byte) error {
 			var r Reservation
-			if err := jsonUnmarshal(v, &r); err != nil {
+			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
 			out = append(out, r)

@@ -204,9 +204,6 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Path returns the database file path.
-func (s *Store) Path() string { return s.cfg.Path }
-
 // HashCode returns the keyed hash under which a code is stored and looked up
 // (the current code key's).
 func (s *Store) HashCode(code string) []byte { return HashCode(s.cfg.CodeKey, code) }
@@ -267,5 +264,3 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	}
 	return b.Put(key, raw)
 }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

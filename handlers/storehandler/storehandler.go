@@ -5,8 +5,14 @@
 // is answered with a snapshot on locky/up/snapshot and an audit request with
 // a page of the audit trail on locky/up/audit, each committed with its ack.
 //
-// A message is handled on the publisher's goroutine, so a publisher that waits
-// for Publish to return (the bridge) knows the message is committed.
+// The handler subscribes to every topic below locky/down/ but
+// locky/down/commands (the controller's), so that a topic the contract does
+// not know gets an "entity unknown" ack. A message is handled on the
+// publisher's goroutine and the handler's answer is Deliver's, so the bridge,
+// which delivers the cloud's messages through the broker, knows when one is
+// committed.
+//
+// Its place in the layering: a handler, on the store and the contract.
 //
 // When the store cannot commit a message (a full disk), nothing of it is
 // stored and it is answered with an ack that names the failure, so that the
@@ -16,6 +22,7 @@
 package storehandler
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,9 +54,16 @@ type Store interface {
 	SetPending(owner string, n int)
 }
 
+// Broker is how the handler takes its topics from the local broker: fn's
+// error is the answer to the publisher that delivered the message.
+type Broker interface {
+	Handle(filter string, fn func(contract.Message) error) error
+}
+
 // Config configures a Handler.
 type Config struct {
-	Store Store // required
+	Store  Store  // required
+	Broker Broker // required
 	// Grace is the codes' grace period, which decides whether a code of an
 	// old reservation may be reused. Zero means 10 min.
 	Grace   time.Duration
@@ -83,8 +97,8 @@ type heldAck struct {
 
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
-	if cfg.Store == nil {
-		return nil, errors.New("storehandler: Store is required")
+	if cfg.Store == nil || cfg.Broker == nil {
+		return nil, errors.New("storehandler: Store and Broker are required")
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = 10 * time.Minute
@@ -108,6 +122,22 @@ func New(cfg Config) (*Handler, error) {
 		rejected: cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_messages_total{result="rejected"}`),
 		failed:   cfg.Metrics.GetOrCreateCounter(`locky_store_downstream_messages_total{result="failed"}`),
 	}, nil
+}
+
+// Start subscribes the handler to locky/down/#. It runs nothing of its own:
+// messages are handled on their publisher's goroutine, and held acks on a
+// timer.
+func (h *Handler) Start(context.Context) error {
+	err := h.cfg.Broker.Handle(contract.TopicDownPrefix+"#", func(m contract.Message) error {
+		if m.Topic == contract.TopicDownCommands {
+			return nil // the controller's
+		}
+		return h.Handle(m)
+	})
+	if err != nil {
+		return fmt.Errorf("storehandler: cannot subscribe to %s#: %w", contract.TopicDownPrefix, err)
+	}
+	return nil
 }
 
 // Handle applies one message of locky/down/{entity}. When the store fails,

@@ -56,6 +56,25 @@ func (f *fullDisk) Ack(now time.Time, msgID string, err error) ([]store.Message,
 	return f.Store.Ack(now, msgID, err)
 }
 
+// handlers takes the one subscription of the handler, as the broker's Handle
+// does, and delivers to it as the broker's Deliver does.
+type handlers struct {
+	filter string
+	fn     func(contract.Message) error
+}
+
+func (b *handlers) Handle(filter string, fn func(contract.Message) error) error {
+	b.filter, b.fn = filter, fn
+	return nil
+}
+
+func (b *handlers) deliver(topic, payload string) error {
+	if b.filter != contract.TopicDownPrefix+"#" {
+		return fmt.Errorf("the handler subscribed to %q; want %q", b.filter, contract.TopicDownPrefix+"#")
+	}
+	return b.fn(contract.Message{Topic: topic, Payload: []byte(payload)})
+}
+
 func acks(t *testing.T, st *store.Store) map[string]contract.Ack {
 	t.Helper()
 	msgs, err := st.OutboxAfter(0, 1000)
@@ -89,8 +108,12 @@ func TestEveryMessageIsAckedOnAFullDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 		fd := &fullDisk{Store: st}
-		h, err := New(Config{Store: fd, Logger: testenv.QuietLogger(t)})
+		b := &handlers{}
+		h, err := New(Config{Store: fd, Broker: b, Logger: testenv.QuietLogger(t)})
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Start(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		defer h.Close()
@@ -98,7 +121,7 @@ func TestEveryMessageIsAckedOnAFullDisk(t *testing.T) {
 			t.Helper()
 			p := fmt.Sprintf(`{"msg_id":%q,"op":"upsert","reservation":{"id":%q,"version":1,"door":%d,"deposit_code":"1000%d","pickup_code":"2000%d","courier_code":"3000%d"}}`,
 				msgID, id, door, door, door, door)
-			if err := h.Handle(contract.Message{Topic: contract.TopicDownPrefix + "reservations", Payload: []byte(p)}); err != nil {
+			if err := b.deliver(contract.TopicDownPrefix+"reservations", p); err != nil {
 				t.Fatalf("Handle %s: %v; want it answered", msgID, err)
 			}
 		}

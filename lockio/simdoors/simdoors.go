@@ -2,6 +2,8 @@
 // when told (over HTTP, as a person closing the door would) or after an
 // auto-close delay. It can also be told to jam, fault or be forced open, so
 // that every branch of the workflow can be exercised without hardware.
+//
+// Its place in the layering: a driver, on the contract only.
 package simdoors
 
 import (

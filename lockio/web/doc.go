@@ -25,4 +25,7 @@
 //	POST /api/doors/{door}/close close a simulated door
 //	POST /api/test/reservations  {"door":7} → a test reservation and its codes (dev mode)
 //	POST /api/test/cleanup       remove test reservations without a parcel (dev mode)
+//
+// Its place in the layering: a driver, on the contract only; it reads the
+// locker's state through its Store interface, which the gateway satisfies.
 package web

@@ -83,14 +83,7 @@ func (w *Web) onAck(m contract.Message) {
 	if json.Unmarshal(m.Payload, &a) != nil {
 		return
 	}
-	w.mu.Lock()
-	if ch, ok := w.acks[a.MsgID]; ok {
-		select {
-		case ch <- a:
-		default:
-		}
-	}
-	w.mu.Unlock()
+	w.acks.Answer(a.MsgID, a)
 	w.changed() // a downstream message changed the store
 }
 

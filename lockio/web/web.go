@@ -92,7 +92,7 @@ type Web struct {
 	states  map[int]contract.DoorState
 	last    *contract.Event
 	clients map[chan []byte]struct{}
-	acks    map[string]chan contract.Ack
+	acks    contract.Replies[contract.Ack] // by msg_id, for the test helpers
 	closed  bool
 
 	dirty     chan struct{}
@@ -134,7 +134,6 @@ func New(cfg Config) (*Web, error) {
 	w := &Web{
 		cfg: cfg, log: cfg.Logger.With("component", "web"), pages: pages,
 		states: map[int]contract.DoorState{}, clients: map[chan []byte]struct{}{},
-		acks:  map[string]chan contract.Ack{},
 		dirty: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	for filter, fn := range map[string]func(contract.Message){

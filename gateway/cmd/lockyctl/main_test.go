@@ -12,12 +12,11 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 
 	bridge "github.com/locky-edge/locky/backend-bridge"
+	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
@@ -42,19 +41,18 @@ func startLocker(t *testing.T, brokerURL, id string) *store.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	local := testenv.StartMochi(t)
-	err = local.Subscribe("locky/down/#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+	local := newLocalBroker(t)
+	err = local.Handle("locky/down/#", func(msg contract.Message) error {
 		var m struct {
 			MsgID string `json:"msg_id"`
 			Fail  bool   `json:"fail"`
 		}
 		var refusal error
-		if err := json.Unmarshal(pk.Payload, &m); err != nil || m.Fail {
+		if err := json.Unmarshal(msg.Payload, &m); err != nil || m.Fail {
 			refusal = errors.New("refused by the test locker")
 		}
-		if _, err := s.Ack(time.Now(), m.MsgID, refusal); err != nil {
-			t.Errorf("ack: %s", err)
-		}
+		_, err := s.Ack(time.Now(), m.MsgID, refusal)
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +74,17 @@ func startLocker(t *testing.T, brokerURL, id string) *store.Store {
 	return s
 }
 
+// newLocalBroker is a locker's broker, for a bridge under test.
+func newLocalBroker(t *testing.T) *broker.Broker {
+	t.Helper()
+	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", Logger: testenv.QuietLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 // startLockerThenStop runs a locker until it is connected, then stops it: its
 // retained status turns offline.
 func startLockerThenStop(t *testing.T, brokerURL, id string) {
@@ -85,7 +94,7 @@ func startLockerThenStop(t *testing.T, brokerURL, id string) {
 		t.Fatal(err)
 	}
 	defer func() { _ = s.Close() }()
-	b, err := bridge.New(bridge.Config{LockerID: id, URL: brokerURL, Outbox: s, Local: testenv.StartMochi(t), Logger: testenv.Logger(t)})
+	b, err := bridge.New(bridge.Config{LockerID: id, URL: brokerURL, Outbox: s, Local: newLocalBroker(t), Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,15 +115,8 @@ func (w *Web) down(ctx context.Context, entity string, m contract.DownMessage) (
 	if err != nil {
 		return contract.Ack{}, err
 	}
-	ch := make(chan contract.Ack, 1)
-	w.mu.Lock()
-	w.acks[m.MsgID] = ch
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.acks, m.MsgID)
-		w.mu.Unlock()
-	}()
+	ch, done := w.acks.Expect(m.MsgID)
+	defer done()
 	if err := w.cfg.Broker.Publish(contract.TopicDownPrefix+entity, payload, false, 1); err != nil {
 		return contract.Ack{}, fmt.Errorf("cannot publish on %s%s: %w", contract.TopicDownPrefix, entity, err)
 	}
