@@ -135,7 +135,7 @@ type Config struct {
 // withDefaults returns cfg with its zero values replaced by the defaults.
 func (cfg Config) withDefaults() Config {
 	if cfg.SessionExpiry == 0 {
-		cfg.SessionExpiry = 7 * 24 * time.Hour
+		cfg.SessionExpiry = DefaultSessionExpiry
 	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = 30 * time.Second
@@ -147,7 +147,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.RetryMin = time.Second
 	}
 	if cfg.RetryMax == 0 {
-		cfg.RetryMax = 2 * time.Minute
+		cfg.RetryMax = DefaultRetryMax
 	}
 	if cfg.LocalRetryMin == 0 {
 		cfg.LocalRetryMin = 100 * time.Millisecond

@@ -18,6 +18,9 @@ import (
 
 	bridge "github.com/locky-edge/locky/backend-bridge"
 	"github.com/locky-edge/locky/gateway/broker"
+	"github.com/locky-edge/locky/gateway/metricspush"
+	"github.com/locky-edge/locky/handlers/controller"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // Config is every option of the gateway. Each field is a flag (--name), an
@@ -113,16 +116,23 @@ type Config struct {
 // Defaults returns the configuration of `locky-gateway` with no options: a
 // simulated dev locker on loopback.
 func Defaults() Config {
+	// The workflow's values are the controller's own defaults (SPEC §5), the
+	// bounds the store's and the bridge's: each is written once, there.
+	var wf controller.Config
+	wf.Defaults()
 	return Config{
 		LockerID: "dev-locker", DataDir: "./data", MQTTAddr: "127.0.0.1:1883", HTTPAddr: "127.0.0.1:8080",
 		Dev: true, SimDoors: 12, SimDoorSize: "M",
-		Grace: 10 * time.Minute, DoorTimeout: 5 * time.Second, LeftOpenAfter: 2 * time.Minute,
-		LockoutThreshold: 5, LockoutWindow: 5 * time.Minute, LockoutBase: time.Minute, LockoutMax: time.Hour, LockoutResetAfter: 24 * time.Hour,
-		Retention: 30 * 24 * time.Hour, OutboxMaxBytes: 64 << 20, OutboxMaxAge: 30 * 24 * time.Hour,
-		CloudSessionExpiry: 7 * 24 * time.Hour, CloudRetryMax: 2 * time.Minute, MetricsPushInterval: 30 * time.Second,
-		LogFormat: "text", LogLevel: "info",
-		MQTTMaxClients: 256, MQTTMaxPerAddr: 32, MQTTConnectTimeout: 5 * time.Second, MQTTMaxRetained: 512,
-		MQTTMaxPerUser: 8,
+		Grace: wf.Grace, DoorTimeout: wf.DoorTimeout, LeftOpenAfter: wf.LeftOpenAfter,
+		LockoutThreshold: wf.LockoutThreshold, LockoutWindow: wf.LockoutWindow, LockoutBase: wf.LockoutBase,
+		LockoutMax: wf.LockoutMax, LockoutResetAfter: wf.LockoutResetAfter,
+		Retention: store.DefaultRetention, OutboxMaxBytes: store.DefaultOutboxMaxBytes, OutboxMaxAge: store.DefaultOutboxMaxAge,
+		CloudSessionExpiry: bridge.DefaultSessionExpiry, CloudRetryMax: bridge.DefaultRetryMax,
+		MetricsPushInterval: metricspush.DefaultInterval,
+		LogFormat:           "text", LogLevel: "info",
+		MQTTMaxClients: broker.DefaultMaxClients, MQTTMaxPerAddr: broker.DefaultMaxPerAddr,
+		MQTTConnectTimeout: broker.DefaultConnectTimeout, MQTTMaxRetained: broker.DefaultMaxRetained,
+		MQTTMaxPerUser: broker.DefaultMaxPerUser,
 	}
 }
 

@@ -36,7 +36,7 @@ type User struct {
 	Role string
 	// MaxClients bounds the clients connected at once with this user; the
 	// next gets CONNACK 0x97 Quota exceeded (0x03 in MQTT 3.1.1). Zero
-	// means 8 (see WithMaxClients).
+	// means DefaultMaxPerUser (see WithMaxClients).
 	MaxClients int
 	// PasswordHash is the argon2id hash of the password as HashPassword
 	// writes it (a PHC string).
@@ -213,10 +213,6 @@ func NewUser(name, role, password string, clientIDs []string) (User, error) {
 	return u, nil
 }
 
-// defaultMaxPerUser is the clients of one user connected at once when its
-// MaxClients is zero.
-const defaultMaxPerUser = 8
-
 // WithMaxClients returns users with MaxClients set to n (--mqtt-max-per-user)
 // where it is zero.
 func WithMaxClients(users []User, n int) []User {
@@ -235,7 +231,7 @@ func (u User) maxClients() int {
 	if u.MaxClients > 0 {
 		return u.MaxClients
 	}
-	return defaultMaxPerUser
+	return DefaultMaxPerUser
 }
 
 // Line returns u as a line of a users file.

@@ -65,7 +65,7 @@ type Config struct {
 	//
 	// MaxClients bounds the clients connected at once; the next one gets
 	// CONNACK 0x89 Server busy (0x03 Server unavailable in MQTT 3.1.1).
-	// Zero means 256.
+	// Zero means DefaultMaxClients.
 	MaxClients int
 	// MaxConnecting bounds the connections at once that have not yet
 	// delivered their CONNECT; past it a new connection evicts the oldest of

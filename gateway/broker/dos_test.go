@@ -69,13 +69,13 @@ func TestClientsPerUserAreCapped(t *testing.T) {
 		testUser(t, "door7", "door:7", "d"), testUser(t, "kiosk", "screen", "k"),
 	}})
 	var ids []string
-	for i := range defaultMaxPerUser {
+	for i := range DefaultMaxPerUser {
 		o := opts{user: "door7", pw: "d", id: fmt.Sprintf("door7-%d", i)}
 		mustConnect(t, b, o)
 		ids = append(ids, o.id)
 	}
 	if _, ca := tryConnect(t, b, opts{user: "door7", pw: "d", id: "door7-x"}); ca == nil || ca.ReasonCode != 0x97 {
-		t.Fatalf("client %d of door7: connack %+v; want 0x97", defaultMaxPerUser+1, ca)
+		t.Fatalf("client %d of door7: connack %+v; want 0x97", DefaultMaxPerUser+1, ca)
 	}
 	// Taking over a session of one's own is no further client.
 	mustConnect(t, b, opts{user: "door7", pw: "d", id: ids[0]})

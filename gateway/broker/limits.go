@@ -34,6 +34,15 @@ func newBrokerMetrics(s *metrics.Set) *brokerMetrics {
 	return m
 }
 
+// The defaults of Config's limits, which the gateway's options show.
+const (
+	DefaultMaxClients     = 256
+	DefaultMaxPerAddr     = 32
+	DefaultMaxRetained    = 512
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultMaxPerUser     = 8 // User.MaxClients
+)
+
 // fillLimits fills the defaults of the limits and checks them.
 func (c *Config) fillLimits() error {
 	fill := func(v *int, def int) {
@@ -41,13 +50,13 @@ func (c *Config) fillLimits() error {
 			*v = def
 		}
 	}
-	fill(&c.MaxClients, 256)
+	fill(&c.MaxClients, DefaultMaxClients)
 	fill(&c.MaxConnecting, c.MaxClients)
-	fill(&c.MaxPerAddr, 32)
+	fill(&c.MaxPerAddr, DefaultMaxPerAddr)
 	fill(&c.ConnectBurst, 32)
-	fill(&c.MaxRetained, 512)
+	fill(&c.MaxRetained, DefaultMaxRetained)
 	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = 5 * time.Second
+		c.ConnectTimeout = DefaultConnectTimeout
 	}
 	if c.ConnectEvery == 0 {
 		c.ConnectEvery = 100 * time.Millisecond

@@ -17,6 +17,9 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
+// DefaultInterval is how often metrics are pushed when Config.Interval is 0.
+const DefaultInterval = 30 * time.Second
+
 // Config configures a Pusher. The zero value of each optional field means
 // what its comment says.
 type Config struct {
@@ -91,7 +94,7 @@ func New(cfg Config) (*Pusher, error) {
 		return nil, errors.New("metricspush: Interval, Timeout and LogEvery must not be negative")
 	}
 	if cfg.Interval == 0 {
-		cfg.Interval = 30 * time.Second
+		cfg.Interval = DefaultInterval
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = min(cfg.Interval, 30*time.Second)

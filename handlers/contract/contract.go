@@ -14,6 +14,11 @@ import (
 	"time"
 )
 
+// DefaultGrace is how long a used code stays valid by default (SPEC §5): the
+// controller, which judges codes, and the store handler, which decides
+// whether an old reservation's code may be reused, must agree on it.
+const DefaultGrace = 10 * time.Minute
+
 // MaxPayload is the largest payload any topic accepts (SPEC §4: 64 KiB).
 const MaxPayload = 64 * 1024
 

@@ -95,7 +95,7 @@ func (c *Config) Defaults() {
 			*d = v
 		}
 	}
-	set(&c.Grace, 10*time.Minute)
+	set(&c.Grace, contract.DefaultGrace)
 	set(&c.DoorTimeout, 5*time.Second)
 	set(&c.LeftOpenAfter, 2*time.Minute)
 	set(&c.LockoutWindow, 5*time.Minute)

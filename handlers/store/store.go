@@ -70,10 +70,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The defaults of Config's bounds, which the gateway's options show.
 const (
-	defaultOutboxMaxBytes = 64 << 20
-	defaultOutboxMaxAge   = 30 * 24 * time.Hour
-	defaultRetention      = 30 * 24 * time.Hour
+	DefaultOutboxMaxBytes = 64 << 20
+	DefaultOutboxMaxAge   = 30 * 24 * time.Hour
+	DefaultRetention      = 30 * 24 * time.Hour
 )
 
 var (
@@ -140,13 +141,13 @@ func Open(cfg Config) (*Store, error) {
 		cfg.OpenTimeout = time.Second
 	}
 	if cfg.OutboxMaxBytes == 0 {
-		cfg.OutboxMaxBytes = defaultOutboxMaxBytes
+		cfg.OutboxMaxBytes = DefaultOutboxMaxBytes
 	}
 	if cfg.OutboxMaxAge == 0 {
-		cfg.OutboxMaxAge = defaultOutboxMaxAge
+		cfg.OutboxMaxAge = DefaultOutboxMaxAge
 	}
 	if cfg.Retention == 0 {
-		cfg.Retention = defaultRetention
+		cfg.Retention = DefaultRetention
 	}
 	if cfg.Monotonic == nil {
 		start := time.Now()

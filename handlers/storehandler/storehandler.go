@@ -65,7 +65,7 @@ type Config struct {
 	Store  Store  // required
 	Broker Broker // required
 	// Grace is the codes' grace period, which decides whether a code of an
-	// old reservation may be reused. Zero means 10 min.
+	// old reservation may be reused. Zero means contract.DefaultGrace.
 	Grace   time.Duration
 	Metrics *metrics.Set // nil means a private set
 	Logger  *slog.Logger // nil means slog.Default()
@@ -101,7 +101,7 @@ func New(cfg Config) (*Handler, error) {
 		return nil, errors.New("storehandler: Store and Broker are required")
 	}
 	if cfg.Grace == 0 {
-		cfg.Grace = 10 * time.Minute
+		cfg.Grace = contract.DefaultGrace
 	}
 	if cfg.RetryBase == 0 {
 		cfg.RetryBase = 250 * time.Millisecond
