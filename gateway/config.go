@@ -393,10 +393,20 @@ func exampleValue(f *flag.Flag) string {
 // name, or "" when none is near. Without a prefix (a config file) it leaves
 // out the options of the command line alone.
 func didYouMean(fs *flag.FlagSet, name, prefix string) string {
+	best := closest(fs, name, prefix != "")
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(": did you mean %s%s?", prefix, best)
+}
+
+// closest returns the option nearest to name (dashes or underscores, any
+// case), or "" when none is near; command-only options count if withCommand.
+func closest(fs *flag.FlagSet, name string, withCommand bool) string {
 	want := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
 	best, bestD := "", -1
 	fs.VisitAll(func(f *flag.Flag) {
-		if prefix == "" && commandOnly[f.Name] {
+		if !withCommand && commandOnly[f.Name] {
 			return
 		}
 		if d := editDistance(want, f.Name); bestD < 0 || d < bestD {
@@ -406,7 +416,35 @@ func didYouMean(fs *flag.FlagSet, name, prefix string) string {
 	if bestD < 0 || bestD > max(2, len(want)/3) {
 		return ""
 	}
-	return fmt.Sprintf(": did you mean %s%s?", prefix, best)
+	return best
+}
+
+// UnknownEnv returns a warning for each LOCKY_* variable of environ (as
+// os.Environ gives it) that names no option: a misspelling, most likely,
+// which the gateway would otherwise ignore without a word. It warns rather
+// than refuses, as an environment is often shared by other programs.
+func UnknownEnv(environ []string) []string {
+	var c Config
+	var o Options
+	fs := newFlagSet(&c, &o)
+	var warnings []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		opt, ok := strings.CutPrefix(name, "LOCKY_")
+		if !ok {
+			continue
+		}
+		opt = strings.ToLower(strings.ReplaceAll(opt, "_", "-"))
+		if opt == "config" || (fs.Lookup(opt) != nil && !commandOnly[opt]) {
+			continue
+		}
+		w := fmt.Sprintf("environment %s names no option of locky-gateway and is ignored", name)
+		if best := closest(fs, opt, false); best != "" {
+			w += fmt.Sprintf(": did you mean LOCKY_%s?", strings.ToUpper(strings.ReplaceAll(best, "-", "_")))
+		}
+		warnings = append(warnings, w)
+	}
+	return warnings
 }
 
 // editDistance is the Levenshtein distance between a and b.

@@ -221,3 +221,27 @@ func TestParseMappings(t *testing.T) {
 		t.Errorf("ParseMappings(\"\") = %v, %v; want none", m, err)
 	}
 }
+
+// TestUnknownEnvIsNamed: a misspelled LOCKY_* variable would be ignored
+// without a word; it is named, with the option meant.
+func TestUnknownEnvIsNamed(t *testing.T) {
+	f := func(env string, want ...string) {
+		t.Helper()
+		got := gateway.UnknownEnv([]string{env})
+		if n := min(len(want), 1); len(got) != n {
+			t.Fatalf("UnknownEnv(%q) = %q; want %d warning", env, got, n)
+		}
+		for _, w := range want {
+			if !strings.Contains(got[0], w) {
+				t.Errorf("UnknownEnv(%q) = %q; want it to say %q", env, got[0], w)
+			}
+		}
+	}
+	f("LOCKY_GRAC=1m", "LOCKY_GRAC names no option", "did you mean LOCKY_GRACE?")
+	f("LOCKY_CLOUD_URLS=mqtt://x:1883", "did you mean LOCKY_CLOUD_URL?")
+	f("LOCKY_VERSION=1", "LOCKY_VERSION names no option")
+	f("LOCKY_GRACE=1m")
+	f("LOCKY_CODE_KEY=00")
+	f("LOCKY_CONFIG=/etc/locky.conf")
+	f("PATH=/usr/bin")
+}

@@ -47,8 +47,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "locky-gateway:", err)
 		return 2
 	}
+	envWarnings := gateway.UnknownEnv(os.Environ())
 	if opts.CheckConfig {
 		warnings, err := gateway.Check(cfg)
+		warnings = append(envWarnings, warnings...)
 		for _, w := range warnings {
 			fmt.Fprintln(stderr, "locky-gateway: warning:", w)
 		}
@@ -60,6 +62,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 	log := newLogger(cfg, stderr)
+	for _, w := range envWarnings {
+		log.Warn(w)
+	}
 
 	g, err := gateway.New(cfg, log)
 	if err != nil {
