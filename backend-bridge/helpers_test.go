@@ -29,6 +29,8 @@ import (
 // waitFor bounds every wait for something to arrive.
 const waitFor = 30 * time.Second
 
+// openStore opens a store at path; the cleanup closes it and checks the
+// database file.
 func openStore(t testing.TB, path string) *store.Store {
 	t.Helper()
 	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t)})
@@ -38,6 +40,9 @@ func openStore(t testing.TB, path string) *store.Store {
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			t.Errorf("closing the store: %s", err)
+		}
+		if err := store.CheckFile(path); err != nil {
+			t.Errorf("database check: %s", err)
 		}
 	})
 	return s

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
 )
@@ -191,30 +189,12 @@ func grepLines(text, prefix string) string {
 	return strings.Join(out, "\n")
 }
 
-// checkDatabase runs bbolt's consistency check on a closed database and
-// checks that every reservation in it decodes.
+// checkDatabase runs the store's check (store.CheckFile: bbolt's
+// consistency check, every reservation decodes, the indexes and the outbox's
+// booking) on a closed database.
 func checkDatabase(t *testing.T, path string) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		t.Fatalf("cannot open the database for its check: %v", err)
-	}
-	defer db.Close()
-	err = db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		err := tx.Bucket([]byte("reservations")).ForEach(func(k, v []byte) error {
-			var r store.Reservation
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("reservation %s: %w", k, err)
-			}
-			return nil
-		})
-		return errors.Join(append(errs, err)...)
-	})
-	if err != nil {
+	if err := store.CheckFile(path); err != nil {
 		t.Fatalf("database check: %v", err)
 	}
 }

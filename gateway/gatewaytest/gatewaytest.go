@@ -1,15 +1,17 @@
 // Package gatewaytest runs a real gateway inside a test: a simulated locker on
 // free loopback ports with its own data dir, stopped as SIGTERM would stop it
-// when the test ends.
+// when the test ends, and its database checked once it stopped.
 package gatewaytest
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/gateway/testenv"
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // WaitLimit bounds the waits of tests on a gateway, so that a broken feature
@@ -28,9 +30,10 @@ func Config(t testing.TB) gateway.Config {
 // Gateway is a gateway running in the test.
 type Gateway struct {
 	*gateway.Gateway
-	Cfg    gateway.Config
-	cancel context.CancelFunc
-	done   chan error
+	Cfg     gateway.Config
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool // Stop has run
 }
 
 // Start runs a gateway until the test ends and returns once it is ready.
@@ -53,17 +56,26 @@ func Start(t testing.TB, cfg gateway.Config) *Gateway {
 }
 
 // Stop stops the gateway as SIGTERM would and waits for it; it fails the
-// test if the gateway stops with an error. Calling it again does nothing.
+// test if the gateway stops with an error, or if its database then fails
+// store.CheckFile. Calling it again does nothing, so a test may edit the
+// database of a gateway it stopped.
 func (g *Gateway) Stop(t testing.TB) {
 	t.Helper()
+	if g.stopped {
+		return
+	}
+	g.stopped = true
 	g.cancel()
 	select {
 	case err := <-g.done:
 		if err != nil {
 			t.Errorf("gateway stopped with %v", err)
 		}
-		g.done <- nil // let a second Stop return
 	case <-time.After(WaitLimit):
 		t.Errorf("gateway did not stop within %s", WaitLimit)
+		return // it still holds its database
+	}
+	if err := store.CheckFile(filepath.Join(g.Cfg.DataDir, "locky.db")); err != nil {
+		t.Errorf("database check of the stopped gateway: %v", err)
 	}
 }

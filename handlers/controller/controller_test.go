@@ -204,11 +204,19 @@ type rig struct {
 }
 
 func newRig(t *testing.T) *rig {
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: make([]byte, 32)})
+	path := filepath.Join(t.TempDir(), "db")
+	st, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("closing the store: %v", err)
+		}
+		if err := store.CheckFile(path); err != nil {
+			t.Errorf("database check: %v", err)
+		}
+	})
 	if _, err := st.EnsureDoors(4, "M"); err != nil {
 		t.Fatal(err)
 	}

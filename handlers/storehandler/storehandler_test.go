@@ -99,11 +99,19 @@ func acks(t *testing.T, st *store.Store) map[string]contract.Ack {
 
 func TestEveryMessageIsAckedOnAFullDisk(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: make([]byte, 32)})
+		path := filepath.Join(t.TempDir(), "db")
+		st, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer st.Close()
+		defer func() {
+			if err := st.Close(); err != nil {
+				t.Errorf("closing the store: %v", err)
+			}
+			if err := store.CheckFile(path); err != nil {
+				t.Errorf("database check: %v", err)
+			}
+		}()
 		if _, err := st.EnsureDoors(2, "M"); err != nil {
 			t.Fatal(err)
 		}

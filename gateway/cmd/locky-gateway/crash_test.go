@@ -255,11 +255,16 @@ func (d *driver) step(i int, status string, round int) (string, error) {
 	return next, nil
 }
 
-// checkInvariants opens the database a killed gateway (or a power cut) left
-// and checks that every status change has its event and every event its
-// change.
+// checkInvariants checks the database a killed gateway (or a power cut) left:
+// first the file as it was left (store.CheckFile), then, through the store,
+// that every status change has its event and every event its change; and the
+// file again once the store closed.
 func checkInvariants(t *testing.T, dataDir string) map[string]string {
 	t.Helper()
+	path := filepath.Join(dataDir, "locky.db")
+	if err := store.CheckFile(path); err != nil {
+		t.Errorf("database check of what the gateway left: %v", err)
+	}
 	raw, err := os.ReadFile(filepath.Join(dataDir, "code.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -268,11 +273,18 @@ func checkInvariants(t *testing.T, dataDir string) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(store.Config{Path: filepath.Join(dataDir, "locky.db"), CodeKey: key})
+	st, err := store.Open(store.Config{Path: path, CodeKey: key})
 	if err != nil {
 		t.Fatalf("database damaged after the crash: %v", err)
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("closing the store: %v", err)
+		}
+		if err := store.CheckFile(path); err != nil {
+			t.Errorf("database check after the store closed: %v", err)
+		}
+	}()
 	rs, err := st.Reservations()
 	if err != nil {
 		t.Fatalf("reservations unreadable after the crash: %v", err)

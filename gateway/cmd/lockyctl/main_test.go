@@ -36,11 +36,12 @@ const waitLimit = 60 * time.Second
 // JSON has "fail".
 func startLocker(t *testing.T, brokerURL, id string) *store.Store {
 	t.Helper()
-	s, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: make([]byte, 32), Logger: testenv.Logger(t)})
+	path := filepath.Join(t.TempDir(), "db")
+	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
+	t.Cleanup(func() { closeAndCheck(t, s, path) })
 	local := newLocalBroker(t)
 	err = local.Handle("locky/down/#", func(msg contract.Message) error {
 		var m struct {
@@ -74,6 +75,17 @@ func startLocker(t *testing.T, brokerURL, id string) *store.Store {
 	return s
 }
 
+// closeAndCheck closes a locker's store and checks its database file.
+func closeAndCheck(t *testing.T, s *store.Store, path string) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Errorf("closing the store: %v", err)
+	}
+	if err := store.CheckFile(path); err != nil {
+		t.Errorf("database check: %v", err)
+	}
+}
+
 // newLocalBroker is a locker's broker, for a bridge under test.
 func newLocalBroker(t *testing.T) *broker.Broker {
 	t.Helper()
@@ -89,11 +101,12 @@ func newLocalBroker(t *testing.T) *broker.Broker {
 // retained status turns offline.
 func startLockerThenStop(t *testing.T, brokerURL, id string) {
 	t.Helper()
-	s, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db3"), CodeKey: make([]byte, 32)})
+	path := filepath.Join(t.TempDir(), "db3")
+	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = s.Close() }()
+	defer closeAndCheck(t, s, path)
 	b, err := bridge.New(bridge.Config{LockerID: id, URL: brokerURL, Outbox: s, Local: newLocalBroker(t), Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
