@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -216,6 +217,60 @@ func TestPagesInBrowser(t *testing.T) {
 		}
 		screenshot(t, kiosk, shots, "locker-prod")
 	})
+}
+
+// TestJammedDoorShowsAFault: a simulated door told to jam ignores its open
+// command and reports nothing, as a jammed lock may; its retained state still
+// says closed. The code typed on the kiosk is answered door_fault, and the
+// locker page shows the door's tile at fault with the controller's reason,
+// until the door, no longer jammed, opens on the same code.
+func TestJammedDoorShowsAFault(t *testing.T) {
+	exe := chromium(t)
+	cfg := testConfig(t)
+	cfg.DoorTimeout = time.Second // how long the controller waits for the jammed door
+	g := startGateway(t, cfg)
+	site := serve(t, g, cfg, time.Hour)
+	browser := newBrowser(t, exe)
+	locker, kiosk := newTab(t, browser), newTab(t, browser)
+
+	status, body := post(t, site+"/api/test/reservations", `{"door":5}`)
+	var res web.TestReservation
+	if err := json.Unmarshal([]byte(body), &res); status != 201 || err != nil {
+		t.Fatalf("test reservation: got %d %q; want 201 with its codes", status, body)
+	}
+	g.SimDoor(t, 5, "jam")
+	do(t, locker, chromedp.Navigate(site+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#link[data-state="live"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#door-5[data-state="closed"] .parcel[data-status="arriving"]`)))
+
+	do(t, kiosk, chromedp.Navigate(site+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")),
+		chromedp.KeyEvent(res.DepositCode), chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(chromedp.CSS(`#result[data-result="door_fault"]`)))
+	do(t, locker, chromedp.WaitVisible(chromedp.CSS(`div#door-5[data-state="fault"] .tile-reason`)))
+	if got, want := run(t, locker, chromedp.Text(chromedp.CSS(`#door-5 .tile-reason`))), "door 5 did not report open within 1s"; got != want {
+		t.Errorf("door 5's reason: got %q; want %q", got, want)
+	}
+	if got := run(t, locker, chromedp.Text(chromedp.CSS(`#door-5 .state`))); !strings.HasSuffix(got, "Fault") {
+		t.Errorf("door 5's state: got %q; want %q", got, "Fault")
+	}
+	if got := run(t, locker, chromedp.Evaluate[string](`getComputedStyle(document.getElementById('door-5')).borderTopColor`)); got != "rgb(179, 38, 30)" {
+		t.Errorf("door 5's frame is %s; want the alarm's red rgb(179, 38, 30)", got)
+	}
+	pollText(t, locker, "announce", "Door 5 has a fault: door 5 did not report open within 1s.")
+	screenshot(t, locker, screenshotDir(t), "locker-fault")
+
+	// The code is still valid; the door, no longer jammed, opens on it, and
+	// the fault is gone.
+	g.SimDoor(t, 5, "unjam")
+	do(t, kiosk, chromedp.Click(chromedp.ID("result-ok")), chromedp.WaitNotVisible(chromedp.ID("result")),
+		chromedp.KeyEvent(res.DepositCode), chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(chromedp.CSS(`#result[data-result="opened"]`)))
+	do(t, locker, chromedp.WaitVisible(chromedp.CSS(`button#door-5[data-state="open"]`)))
+	if n := run(t, locker, chromedp.Evaluate[int](`document.querySelectorAll('#door-5 .tile-reason').length`)); n != 0 {
+		t.Errorf("door 5 opened and still shows %d fault reasons; want none", n)
+	}
+	do(t, locker, chromedp.Click(chromedp.CSS(`button#door-5`)),
+		chromedp.WaitVisible(chromedp.CSS(`#door-5[data-state="closed"] .parcel[data-status="stored"]`)))
 }
 
 // TestKioskResetLeavesNoFocusBehind: an answer gives its OK button the

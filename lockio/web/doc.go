@@ -1,7 +1,9 @@
 // Package web serves the locker's own pages (SPEC §8): the locker page, where
 // every door is a tile that follows the door's state and its parcel live and an
 // open simulated door closes with a click, and the kiosk page, a keypad that
-// enters codes exactly as the real touchscreen does.
+// enters codes exactly as the real touchscreen does. A door that did not open
+// on command shows at fault, with the reason, until it works again, even
+// when the door itself reported nothing (the locker's door.fault event).
 //
 // The pages are plain HTML, CSS and JavaScript embedded in the binary. They
 // learn of changes through server-sent events (/events), fed by the package's

@@ -34,8 +34,13 @@ type DoorView struct {
 	Partner  string `json:"partner,omitempty"`
 	Disabled bool   `json:"disabled,omitempty"`
 	// State is open, closed, fault, or unknown before the door reported.
+	// It is fault as well, with the reason of the locker's door.fault event,
+	// while a fault the door itself does not report stands (see onEvent).
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
+	// Reported is what the door itself last reported when State shows a
+	// fault that the door does not (closed, say, for a jammed lock).
+	Reported string `json:"reported,omitempty"`
 	// Reservation is the door's active reservation (arriving: a parcel is
 	// expected; stored: a parcel is inside), or nil when the door is free.
 	Reservation *ReservationView `json:"reservation,omitempty"`
@@ -62,11 +67,39 @@ func (w *Web) onDoorState(m contract.Message) {
 		return
 	}
 	w.mu.Lock()
+	prev, had := w.states[door]
 	w.states[door] = st
+	// A fault stands until the door reports a normal state other than the
+	// one it reported before (see onEvent).
+	if st.State != contract.DoorFault && (!had || st.State != prev.State) {
+		delete(w.faults, door)
+	}
 	w.mu.Unlock()
 	w.changed()
 }
 
+// onEvent keeps the last upstream event, and the faults of the doors.
+//
+// A door that did not open on command often reports nothing at all: a
+// jammed lock keeps its sensor shut, a silent board answers no command. The
+// controller then publishes door.fault (and answers door_fault on the
+// screen) while the door's retained state still says closed, so the page
+// could show nothing. The page holds such a door at fault, with the event's
+// reason, until the door shows it works again, which is what an operator
+// looking for the door to fix expects:
+//
+//   - the door reports a normal state other than its previous report (it
+//     opened; or a board that reported fault, or had not reported yet,
+//     reports closed: it recovered), or
+//   - a cycle on it completes (door.closed, or the reservation event of a
+//     closing: stored, delivered, reopened, returned).
+//
+// A report that repeats the door's state (a board republishing "closed",
+// someone pushing the shut door) does not clear it: it says nothing of the
+// lock that failed. A door that reports fault itself shows its own state
+// and reason; the fault then clears when it reports a normal state. The
+// faults live in memory only: a restart forgets them, as it forgets the
+// last event.
 func (w *Web) onEvent(m contract.Message) {
 	var ev contract.Event
 	if json.Unmarshal(m.Payload, &ev) != nil {
@@ -74,6 +107,19 @@ func (w *Web) onEvent(m contract.Message) {
 	}
 	w.mu.Lock()
 	w.last = &ev
+	if ev.Door > 0 && ev.Door <= contract.MaxDoor {
+		switch ev.Type {
+		case contract.EventDoorFault:
+			reason := ev.Reason
+			if reason == "" {
+				reason = "the locker reported a door fault"
+			}
+			w.faults[ev.Door] = reason
+		case contract.EventDoorClosed, contract.EventStored, contract.EventDelivered,
+			contract.EventReopened, contract.EventReturned:
+			delete(w.faults, ev.Door)
+		}
+	}
 	w.mu.Unlock()
 	w.changed()
 }
@@ -165,8 +211,12 @@ func (w *Web) state() ([]byte, error) {
 	sort.Slice(s.Doors, func(i, j int) bool { return s.Doors[i].ID < s.Doors[j].ID })
 	w.mu.Lock()
 	for i := range s.Doors {
-		if st, ok := w.states[s.Doors[i].ID]; ok {
-			s.Doors[i].State, s.Doors[i].Reason = st.State, st.Reason
+		d := &s.Doors[i]
+		if st, ok := w.states[d.ID]; ok {
+			d.State, d.Reason = st.State, st.Reason
+		}
+		if reason, ok := w.faults[d.ID]; ok && d.State != contract.DoorFault {
+			d.Reported, d.State, d.Reason = d.State, contract.DoorFault, reason
 		}
 	}
 	s.LastEvent = w.last

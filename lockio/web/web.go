@@ -90,6 +90,7 @@ type Web struct {
 
 	mu      sync.Mutex
 	states  map[int]contract.DoorState
+	faults  map[int]string // door → reason of a fault its state does not show (see onEvent)
 	last    *contract.Event
 	clients map[chan []byte]struct{}
 	acks    contract.Replies[contract.Ack] // by msg_id, for the test helpers
@@ -133,7 +134,7 @@ func New(cfg Config) (*Web, error) {
 	}
 	w := &Web{
 		cfg: cfg, log: cfg.Logger.With("component", "web"), pages: pages,
-		states: map[int]contract.DoorState{}, clients: map[chan []byte]struct{}{},
+		states: map[int]contract.DoorState{}, faults: map[int]string{}, clients: map[chan []byte]struct{}{},
 		dirty: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	for filter, fn := range map[string]func(contract.Message){

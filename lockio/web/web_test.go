@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -475,4 +476,61 @@ func TestEventsFollowTheBroker(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// A door that did not open on command often reports nothing (a jammed lock
+// keeps its sensor shut): the locker's door.fault event alone says so. The
+// page shows the door at fault with the event's reason until the door works
+// again: a report of another normal state, or a completed cycle. A repeated
+// report of the same state proves nothing and leaves the fault shown.
+func TestEventsShowADoorFaultUntilTheDoorWorks(t *testing.T) {
+	b := newFakeBroker()
+	_, srv := newSite(t, web.Config{Broker: b})
+	s := openStream(t, srv.URL)
+	defer s.body.Close()
+	marks := 0
+	// f delivers v on topic, then a marker event, and checks door's tile in
+	// the first state that shows the marker: everything before it is in.
+	f := func(topic string, v any, door int, want web.DoorView) {
+		t.Helper()
+		b.deliver(topic, v)
+		marks++
+		mark := fmt.Sprintf("%016d", marks)
+		b.deliver(contract.TopicEvents, contract.Event{EventID: mark, Type: contract.EventLockout, At: time.Now()})
+		got := s.next(func(st web.State) bool { return st.LastEvent != nil && st.LastEvent.EventID == mark }).Doors[door-1]
+		if got.State != want.State || got.Reason != want.Reason || got.Reported != want.Reported {
+			t.Errorf("door %d after %s %+v: got state %q reason %q reported %q; want %q %q %q", door, topic, v,
+				got.State, got.Reason, got.Reported, want.State, want.Reason, want.Reported)
+		}
+	}
+	state := func(door int) string { return contract.DoorStateTopic(door) }
+	report := func(st, reason string) contract.DoorState {
+		return contract.DoorState{State: st, Reason: reason, At: time.Now()}
+	}
+	fault := func(door int, reason string) contract.Event {
+		return contract.Event{EventID: "f", Type: contract.EventDoorFault, Door: door, Reason: reason, At: time.Now()}
+	}
+	const open, closed, faulty = contract.DoorOpen, contract.DoorClosed, contract.DoorFault
+	jam := "door 2 did not report open within 5s"
+
+	// A jammed door: closed before, closed after, the event alone tells.
+	f(state(2), report(closed, ""), 2, web.DoorView{State: closed})
+	f(contract.TopicEvents, fault(2, jam), 2, web.DoorView{State: faulty, Reason: jam, Reported: closed})
+	f(state(2), report(closed, "closed"), 2, web.DoorView{State: faulty, Reason: jam, Reported: closed})
+	f(state(2), report(open, ""), 2, web.DoorView{State: open})
+	f(state(2), report(closed, ""), 2, web.DoorView{State: closed})
+	// A fault before the door ever reported: its first report clears it.
+	f(contract.TopicEvents, fault(1, "no answer"), 1, web.DoorView{State: faulty, Reason: "no answer", Reported: "unknown"})
+	f(state(1), report(closed, ""), 1, web.DoorView{State: closed})
+	// A door that reports fault itself shows its own reason; recovering, it
+	// reports closed, which clears the locker's event as well.
+	f(state(4), report(faulty, "jammed"), 4, web.DoorView{State: faulty, Reason: "jammed"})
+	f(contract.TopicEvents, fault(4, "door reported fault: jammed"), 4, web.DoorView{State: faulty, Reason: "jammed"})
+	f(state(4), report(closed, ""), 4, web.DoorView{State: closed})
+	// A completed cycle clears it too; a fault without a reason still shows one.
+	f(state(3), report(open, ""), 3, web.DoorView{State: open})
+	f(contract.TopicEvents, fault(3, ""), 3, web.DoorView{State: faulty, Reason: "the locker reported a door fault", Reported: open})
+	f(contract.TopicEvents, contract.Event{Type: contract.EventStored, Door: 3, Reservation: "R1"}, 3, web.DoorView{State: open})
+	f(contract.TopicEvents, fault(3, "again"), 3, web.DoorView{State: faulty, Reason: "again", Reported: open})
+	f(contract.TopicEvents, contract.Event{Type: contract.EventDoorClosed, Door: 3}, 3, web.DoorView{State: open})
 }

@@ -40,11 +40,18 @@
     $('uptime').textContent = duration(uptime.base + (performance.now() - uptime.at) / 1000);
   }
 
+  // A fault is the operator's alarm: the tile says so with its reason in
+  // plain text, not only in a tooltip. The server holds a door that did not
+  // open on command at fault until it works again (state.go, onEvent);
+  // `reported` is then what the door itself says (closed, for a jammed lock).
+  const faulted = (d) => d.state === 'fault';
+  const stateText = (d) => faulted(d) && d.reason ? `Fault: ${d.reason}` : (stateWords[d.state] || d.state);
+
   function tile(d, canClose) {
     const p = parcel(d.reservation);
-    const clickable = canClose && d.state === 'open';
+    const clickable = canClose && (d.reported || d.state) === 'open';
     const label = [`Door ${d.id}`, d.size ? `size ${d.size}` : '', d.partner ? `partner ${d.partner}` : 'no partner',
-      stateWords[d.state] || d.state, p.text].filter(Boolean).join(', ');
+      stateText(d), d.reported ? `reported ${stateWords[d.reported] || d.reported}` : '', p.text].filter(Boolean).join(', ');
     const t = el(clickable ? 'button' : 'div', {
       class: 'tile', id: `door-${d.id}`, 'data-door': d.id, 'data-state': d.state,
       'data-disabled': d.disabled ? 'true' : null, type: clickable ? 'button' : null,
@@ -56,6 +63,7 @@
         el('span', { class: 'tile-size' }, d.size || '')),
       el('span', { class: 'tile-partner', 'data-none': d.partner ? null : 'true' }, d.partner ? d.partner : 'no partner'),
       el('span', { class: 'pill state', title: d.reason || '' }, stateWords[d.state] || d.state),
+      faulted(d) && d.reason ? el('span', { class: 'tile-reason', title: d.reason }, d.reason) : null,
       el('span', { class: 'pill parcel', 'data-status': p.status }, p.text),
       d.reservation && d.reservation.test ? el('span', { class: 'test-mark' }, d.reservation.id) : null,
       d.disabled ? el('span', { class: 'test-mark' }, 'disabled') : null,
@@ -103,9 +111,13 @@
 
     const changes = [];
     for (const d of s.doors) {
+      const now = faulted(d) ? `fault ${d.reason || ''}` : d.state;
       const before = seen.get(d.id);
-      if (before !== undefined && before !== d.state) changes.push(`Door ${d.id} is ${(stateWords[d.state] || d.state).toLowerCase()}.`);
-      seen.set(d.id, d.state);
+      if (before !== undefined && before !== now) {
+        changes.push(faulted(d) ? `Door ${d.id} has a fault${d.reason ? ': ' + d.reason : ''}.`
+          : `Door ${d.id} is ${(stateWords[d.state] || d.state).toLowerCase()}.`);
+      }
+      seen.set(d.id, now);
     }
     if (changes.length) $('announce').textContent = changes.join(' ');
 
