@@ -106,13 +106,19 @@ const (
 	DoorOpen   = "open"
 	DoorClosed = "closed"
 	DoorFault  = "fault"
+	// DoorUnknown is a door whose sensor could not be read: the workflow
+	// takes it as no news, never as closed.
+	DoorUnknown = "unknown"
 )
 
 // DoorState is published, retained, by a door lock on locky/doors/{door}/state.
 type DoorState struct {
-	State  string    `json:"state"`
-	Reason string    `json:"reason,omitempty"`
-	At     time.Time `json:"at"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// Occupied is whether a parcel is in the door, where the board has an
+	// occupancy (infrared) input; nil where it does not know.
+	Occupied *bool     `json:"occupied,omitempty"`
+	At       time.Time `json:"at"`
 }
 
 // Reservation statuses.

@@ -342,6 +342,10 @@ func TestDecodeDoorState(t *testing.T) {
 	ok(`{"state":"open"}`, contract.DoorState{State: "open"})
 	ok(`{"state":"closed","at":"2026-03-01T12:00:00Z"}`, contract.DoorState{State: "closed", At: at})
 	ok(`{"state":"fault","reason":"jammed","at":"2026-03-01T12:00:00Z"}`, contract.DoorState{State: "fault", Reason: "jammed", At: at})
+	ok(`{"state":"unknown","reason":"sensor not read"}`, contract.DoorState{State: "unknown", Reason: "sensor not read"})
+	yes, no := true, false
+	ok(`{"state":"closed","occupied":true}`, contract.DoorState{State: "closed", Occupied: &yes})
+	ok(`{"state":"closed","occupied":false}`, contract.DoorState{State: "closed", Occupied: &no})
 
 	f := func(payload, want string) {
 		t.Helper()
@@ -352,8 +356,9 @@ func TestDecodeDoorState(t *testing.T) {
 	f(`{"state":"open"`, "malformed JSON")
 	f(`{"state":1}`, `field "state" must be string, not number`)
 	f(`{"state":"open","at":"noon"}`, "malformed JSON")
-	f(`{"state":"ajar"}`, `door state "ajar" is unknown; use open, closed or fault`)
-	f(`{}`, `door state "" is unknown`)
+	f(`{"state":"ajar"}`, `door state "ajar" is not one; use open, closed, fault or unknown`)
+	f(`{}`, `door state "" is not one`)
+	f(`{"state":"closed","occupied":"yes"}`, `field "occupied" must be bool, not string`)
 	f(`{"state":"open"} {"state":"closed"}`, "data after the object")
 	f(`{"state":"open"}}`, "data after the object")
 	f("{\"state\":\"open\",\"reason\":\"\xff\"}", "not UTF-8")

@@ -574,3 +574,22 @@ func TestAClosingThatCannotCommitIsRetriedWithoutTheDoor(t *testing.T) {
 		}
 	})
 }
+
+// TestAnUnknownDoorStateIsNoNews: a board that cannot read a door's sensor
+// reports unknown; an open door cycle neither ends nor faults on it, and the
+// closing that follows stores the parcel.
+func TestAnUnknownDoorStateIsNoNews(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.code("1111")
+		r.door(2, "open")
+		r.door(2, contract.DoorUnknown)
+		if n := len(r.events()); n != 0 {
+			t.Fatalf("%d events after an unknown state of an open door; want none", n)
+		}
+		r.door(2, "closed")
+		if e := r.lastEvent(); e != contract.EventStored {
+			t.Fatalf("event %q after the door closed; want stored", e)
+		}
+	})
+}
