@@ -69,9 +69,11 @@ func (w *Web) onDoorState(m contract.Message) {
 	w.mu.Lock()
 	prev, had := w.states[door]
 	w.states[door] = st
-	// A fault stands until the door reports a normal state other than the
-	// one it reported before (see onEvent).
-	if st.State != contract.DoorFault && (!had || st.State != prev.State) {
+	// A fault stands until the door reports a normal state (open or closed;
+	// unknown says nothing) other than the one it reported before (see
+	// onEvent).
+	normal := st.State == contract.DoorOpen || st.State == contract.DoorClosed
+	if normal && (!had || st.State != prev.State) {
 		delete(w.faults, door)
 	}
 	w.mu.Unlock()
