@@ -506,22 +506,44 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.life.Unlock()
 	defer close(g.stopped)
 
+	if err := g.startAll(g.runSteps()); err != nil {
+		return err
+	}
+
+	g.ready.Store(true)
+	close(g.readyCh)
+	if err := sdNotify("READY=1"); err != nil {
+		g.log.Warn("cannot tell systemd the gateway is ready", "err", err)
+	}
+	g.log.Info("locker ready", "locker_id", g.cfg.LockerID, "mqtt", g.MQTTAddr(), "http", "http://"+g.HTTPAddr(),
+		"sim_doors", g.cfg.SimDoors, "data_dir", g.cfg.DataDir, "startup", time.Since(g.started).Round(time.Microsecond))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-g.failed:
+	}
+	g.ready.Store(false)
+	g.log.Info("stopping")
+	if err := sdNotify("STOPPING=1"); err != nil {
+		g.log.Warn("cannot tell systemd the gateway is stopping", "err", err)
+	}
+	g.closeErr = g.stopAll(slog.LevelInfo)
+	g.logs.Flush()
+	return runErr
+}
+
+// runSteps is the rest of the start list, which Run starts: one list, so
+// that the order of the start, and of the graceful stop (its reverse), is
+// read in one place; hence its length.
+func (g *Gateway) runSteps() []step {
 	// The rest of the start list. The handlers and the door driver subscribe
 	// before the broker takes clients, so that no message is missed. Its
 	// reverse is the graceful stop: the bridge first (outbox flushed), the
 	// pages, the broker (no new code, no new message), the door driver, the
 	// handlers (open door cycles stay persisted), the store last.
-	err := g.startAll([]step{
-		{"controller", func() error {
-			if err := g.controller.Start(context.Background()); err != nil {
-				if re := (*controller.RestoreError)(nil); errors.As(err, &re) {
-					return fmt.Errorf("cannot restore %s: the database in --data-dir %s is damaged; restore it from a backup: %w", re.What, g.cfg.DataDir, re.Err)
-				}
-				return fmt.Errorf("cannot start the controller: %w", err)
-			}
-			g.onStop("controller (open door cycles stay persisted)", g.controller.Close)
-			return nil
-		}},
+	return []step{
+		{"controller", g.startController},
 		g.startPart("store handler", g.downstream),
 		g.startPart("screen handler", g.screen),
 		{"door driver", func() error {
@@ -566,32 +588,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 			return nil
 		}},
-	})
-	if err != nil {
-		return err
 	}
+}
 
-	g.ready.Store(true)
-	close(g.readyCh)
-	if err := sdNotify("READY=1"); err != nil {
-		g.log.Warn("cannot tell systemd the gateway is ready", "err", err)
+// startController starts the controller, which restores the door cycles
+// and the lockout of the last run: a database it cannot read them from is
+// named with the option that points at it.
+func (g *Gateway) startController() error {
+	if err := g.controller.Start(context.Background()); err != nil {
+		if re := (*controller.RestoreError)(nil); errors.As(err, &re) {
+			return fmt.Errorf("cannot restore %s: the database in --data-dir %s is damaged; restore it from a backup: %w", re.What, g.cfg.DataDir, re.Err)
+		}
+		return fmt.Errorf("cannot start the controller: %w", err)
 	}
-	g.log.Info("locker ready", "locker_id", g.cfg.LockerID, "mqtt", g.MQTTAddr(), "http", "http://"+g.HTTPAddr(),
-		"sim_doors", g.cfg.SimDoors, "data_dir", g.cfg.DataDir, "startup", time.Since(g.started).Round(time.Microsecond))
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-g.failed:
-	}
-	g.ready.Store(false)
-	g.log.Info("stopping")
-	if err := sdNotify("STOPPING=1"); err != nil {
-		g.log.Warn("cannot tell systemd the gateway is stopping", "err", err)
-	}
-	g.closeErr = g.stopAll(slog.LevelInfo)
-	g.logs.Flush()
-	return runErr
+	g.onStop("controller (open door cycles stay persisted)", g.controller.Close)
+	return nil
 }
 
 func (g *Gateway) pruneLoop(ctx context.Context) {
