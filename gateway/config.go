@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	bridge "github.com/locky-edge/locky/backend-bridge"
 	"github.com/locky-edge/locky/gateway/broker"
+	"github.com/locky-edge/locky/gateway/linefile"
 	"github.com/locky-edge/locky/gateway/metricspush"
 	"github.com/locky-edge/locky/handlers/controller"
 	"github.com/locky-edge/locky/handlers/store"
@@ -553,38 +553,26 @@ type keyValue struct {
 // readConfigFile reads `name = value` lines; # starts a comment; values may
 // be double-quoted.
 func readConfigFile(path string) ([]keyValue, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read config file: %w", err)
-	}
-	defer f.Close()
 	var out []keyValue
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
+	err := linefile.Read(path, "config file", func(n int, line string) error {
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return nil, fmt.Errorf("%s:%d: expected `name = value`", path, n)
+			return errors.New("expected `name = value`")
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if strings.HasPrefix(v, `"`) {
 			uq, err := strconv.Unquote(v)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: bad quoted value: %w", path, n, err)
+				return fmt.Errorf("bad quoted value: %w", err)
 			}
 			v = uq
 		} else if i := strings.Index(v, " #"); i >= 0 {
 			v = strings.TrimSpace(v[:i])
 		}
 		out = append(out, keyValue{k, v, n})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("cannot read config file %s: %w", path, err)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // Validate checks the configuration and says which option to fix.

@@ -1,12 +1,10 @@
 package broker
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +13,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/locky-edge/locky/gateway/linefile"
 )
 
 // User is a client allowed on the local broker.
@@ -245,32 +245,23 @@ func (u User) Line() string {
 
 // ReadUsers reads a users file: one ParseUser line per user, # for comments.
 func ReadUsers(path string) ([]User, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the MQTT users file: %w", err)
-	}
-	defer f.Close()
 	var out []User
 	var lines []int
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
+	err := linefile.Read(path, "the MQTT users file", func(n int, line string) error {
 		u, err := ParseUser(line)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+			return err
 		}
 		for i, v := range out {
 			if err := u.checkAgainst(v); err != nil {
-				return nil, fmt.Errorf("%s:%d: %w (line %d)", path, n, err, lines[i])
+				return fmt.Errorf("%w (line %d)", err, lines[i])
 			}
 		}
 		out, lines = append(out, u), append(lines, n)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("cannot read the MQTT users file %s: %w", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
