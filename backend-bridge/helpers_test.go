@@ -347,19 +347,11 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // metricValue reads one metric of the set from its text exposition.
 func metricValue(t testing.TB, s *metrics.Set, name string) float64 {
 	t.Helper()
-	var buf bytes.Buffer
-	s.WritePrometheus(&buf)
-	for _, line := range strings.Split(buf.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %s", name, err)
-			}
-			return f
-		}
+	v, ok := testenv.SetMetrics(t, s)[name]
+	if !ok {
+		t.Fatalf("no metric %s", name)
 	}
-	t.Fatalf("no metric %s in:\n%s", name, buf.String())
-	return 0
+	return v
 }
 
 func eventTopic(id string) string { return fmt.Sprintf("lockers/%s/up/events", id) }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -130,19 +129,9 @@ func isTimeout(err error) bool {
 // metricValue reads one sample of /metrics.
 func metricValue(t *testing.T, g *testGateway, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + g.HTTPAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	v, ok := readMetrics(t, g)[name]
+	if !ok {
+		t.Fatalf("no %s in /metrics", name)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	t.Fatalf("no %s in /metrics", name)
-	return 0
+	return v
 }

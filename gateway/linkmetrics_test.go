@@ -1,10 +1,8 @@
 package gateway_test
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,27 +91,11 @@ func readMetrics(t testing.TB, g *testGateway) map[string]float64 {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: status %d; want 200", resp.StatusCode)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			t.Fatalf("/metrics line %q: no value", line)
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("/metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
+	m, err := testenv.ParseMetrics(resp.Body)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading /metrics: %v", err)
-	}
-	return out
+	return m
 }
 
 // seriesValue returns the value of one series of /metrics, which must exist.

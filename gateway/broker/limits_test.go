@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -48,18 +47,7 @@ func startLimited(t *testing.T, cfg Config) (*Broker, *metrics.Set) {
 // metricValue returns the value of a metric of s; 0 if it has none.
 func metricValue(t *testing.T, s *metrics.Set, name string) float64 {
 	t.Helper()
-	var buf bytes.Buffer
-	s.WritePrometheus(&buf)
-	for line := range strings.Lines(buf.String()) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return testenv.SetMetrics(t, s)[name]
 }
 
 // awaitMetric waits until a metric of s has the value want.

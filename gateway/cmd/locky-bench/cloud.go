@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
@@ -353,25 +353,11 @@ func scrape(ctx context.Context, addr string) (map[string]float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
+	m, err := testenv.ParseMetrics(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("the gateway's metrics: %w", err)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("cannot read the gateway's metrics: %w", err)
-	}
-	return out, nil
+	return m, nil
 }
 
 func metricValue(ctx context.Context, addr, series string) (float64, error) {
