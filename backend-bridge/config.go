@@ -19,11 +19,17 @@ import (
 // Outbox is the durable upstream queue that the bridge drains; *store.Store
 // implements it.
 type Outbox interface {
-	// OutboxAfter returns up to max messages whose sequence is above after,
-	// oldest first.
-	OutboxAfter(after uint64, max int) ([]store.Message, error)
-	// OutboxRemove deletes the messages that the cloud broker acknowledged.
-	OutboxRemove(seqs ...uint64) error
+	// OutboxHold returns up to max messages whose sequence is above after,
+	// oldest first, and holds them: the outbox's bounds do not drop them
+	// until OutboxDelivered removes them or OutboxRelease releases them.
+	OutboxHold(after uint64, max int) ([]store.Message, error)
+	// OutboxRelease releases held messages that stay in the outbox (refused,
+	// or their link dropped before the PUBACK): the bounds apply to them again.
+	OutboxRelease(seqs ...uint64)
+	// OutboxDelivered deletes messages (acknowledged by the cloud broker,
+	// or unmapped) and releases them; it returns how many it deleted, which
+	// excludes those a bound had dropped (counted there) or removed before.
+	OutboxDelivered(seqs ...uint64) (int, error)
 	// OutboxNotify receives after each commit that appended messages.
 	OutboxNotify() <-chan struct{}
 }

@@ -16,7 +16,8 @@ type bridgeMetrics struct {
 	sent          *metrics.Counter // upstream PUBLISHes written, resends included
 	acked         *metrics.Counter // upstream PUBACKs with success
 	rejected      *metrics.Counter // upstream PUBACKs with an error (kept, resent later)
-	dropped       *metrics.Counter // outbox messages no Up mapping matches
+	dropped       *metrics.Counter // outbox messages no Up mapping matches, by the store's count of those removed
+	upDelivered   *metrics.Counter // outbox messages removed after their PUBACK (QoS 0: written), by the store's count
 	delivered     *metrics.Counter // downstream messages delivered locally and acked
 	unmapped      *metrics.Counter // downstream messages no Down mapping matches (acked, dropped)
 	overflow      *metrics.Counter // QoS 0 downstream messages dropped: too many waiting
@@ -35,6 +36,7 @@ const (
 	metricAccepted      = `locky_bridge_pubacks_total{result="accepted"}`
 	metricRejected      = `locky_bridge_pubacks_total{result="rejected"}`
 	metricUnmapped      = `locky_outbox_dropped_total{reason="unmapped"}`
+	metricUpDelivered   = "locky_outbox_delivered_total" // with locky_outbox_dropped_total: every message the outbox took, once
 	metricDelivered     = `locky_bridge_messages_received_total{result="delivered"}`
 	metricDownUnmapped  = `locky_bridge_messages_received_total{result="unmapped"}`
 	metricDownDropped   = `locky_bridge_messages_received_total{result="dropped"}`
@@ -45,7 +47,7 @@ const (
 
 var metricNames = []string{
 	metricLinkUp, metricLinkDown, metricInflight, metricConnected, metricConnectFailed, metricSent,
-	metricAccepted, metricRejected, metricUnmapped, metricDelivered, metricDownUnmapped, metricDownDropped,
+	metricAccepted, metricRejected, metricUnmapped, metricUpDelivered, metricDelivered, metricDownUnmapped, metricDownDropped,
 	metricRetrying, metricWaiting, metricRetries,
 }
 
@@ -83,6 +85,7 @@ func newMetrics(s *metrics.Set, b *Bridge) (*bridgeMetrics, error) {
 		acked:         s.NewCounter(metricAccepted),
 		rejected:      s.NewCounter(metricRejected),
 		dropped:       s.NewCounter(metricUnmapped),
+		upDelivered:   s.NewCounter(metricUpDelivered),
 		delivered:     s.NewCounter(metricDelivered),
 		unmapped:      s.NewCounter(metricDownUnmapped),
 		overflow:      s.NewCounter(metricDownDropped),

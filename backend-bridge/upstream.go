@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,8 +82,19 @@ func (w *window) close() {
 // pump publishes the outbox in order on one connection, keeping up to the
 // window's size in flight, and hands each acknowledged sequence to the
 // remover. It returns when the connection ends or ctx is done.
+//
+// What it reads it holds (Outbox.OutboxHold), so that the outbox's bounds do
+// not drop a message whose PUBACK may yet come: dropped, it would be counted
+// so although delivered. A held message is handed to the remover (which
+// releases it as it removes it), or released here when the cloud broker
+// refuses it or the connection ends first: it stays in the outbox, sent
+// again on the next connection, and the bounds apply to it again meanwhile.
 func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remover) error {
-	defer b.inflight.Store(0)
+	held := map[uint64]struct{}{} // held, not handed to the remover
+	defer func() {
+		b.inflight.Store(0)
+		b.cfg.Outbox.OutboxRelease(slices.Collect(maps.Keys(held))...)
+	}()
 	var next uint64 // last sequence published on this connection
 	inflight := 0
 	more := true // the outbox may hold more than was read
@@ -89,7 +102,7 @@ func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remo
 	for {
 		for more && inflight < w.size {
 			room := w.size - inflight
-			msgs, err := b.cfg.Outbox.OutboxAfter(next, room)
+			msgs, err := b.cfg.Outbox.OutboxHold(next, room)
 			if err != nil {
 				b.outboxLog.Log(slog.LevelError, "cannot read the outbox; retrying", "error", err)
 				if !sleep(ctx, cli.Done(), b.cfg.RetryMin) {
@@ -99,12 +112,15 @@ func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remo
 			}
 			more = len(msgs) == room
 			for _, m := range msgs {
+				held[m.Seq] = struct{}{}
+			}
+			for _, m := range msgs {
 				topic, qos, ok := mapTopic(b.up, m.Topic)
 				if !ok {
-					b.m.dropped.Inc()
 					b.log.Error("outbox message on a topic that no Up mapping matches: dropped; fix the bridge mappings",
 						"topic", m.Topic, "seq", m.Seq)
-					rm.add(m.Seq)
+					rm.discard(m.Seq)
+					delete(held, m.Seq)
 					next = m.Seq
 					continue
 				}
@@ -122,7 +138,8 @@ func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remo
 				b.m.sent.Inc()
 				next = m.Seq
 				if qos == 0 {
-					rm.add(m.Seq)
+					rm.add(m.Seq) // written is all that QoS 0 delivers
+					delete(held, m.Seq)
 				} else {
 					inflight++
 					b.inflight.Store(int64(inflight))
@@ -137,7 +154,7 @@ func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remo
 		case a := <-w.acks:
 			inflight--
 			b.inflight.Store(int64(inflight))
-			b.acked(a, w, rm)
+			b.acked(a, w, rm, held)
 		case <-wake:
 			more = true
 		case <-cli.Done():
@@ -148,8 +165,9 @@ func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remo
 	}
 }
 
-// acked handles the cloud broker's answer to one outbox message.
-func (b *Bridge) acked(a packets.ControlPacket, w *window, rm *remover) {
+// acked handles the cloud broker's answer to one outbox message, held by
+// the pump in held.
+func (b *Bridge) acked(a packets.ControlPacket, w *window, rm *remover, held map[uint64]struct{}) {
 	pa, ok := a.Content.(*packets.Puback)
 	if !ok {
 		return // the session closed first: the message stays in the outbox
@@ -158,7 +176,9 @@ func (b *Bridge) acked(a packets.ControlPacket, w *window, rm *remover) {
 	if !ok {
 		return
 	}
+	delete(held, seq)
 	if pa.ReasonCode >= 0x80 {
+		b.cfg.Outbox.OutboxRelease(seq)
 		b.m.rejected.Inc()
 		b.upLog.Log(slog.LevelError, "the cloud broker refused an upstream message; it stays in the outbox and is sent again after the next reconnect; check the broker's ACL for lockers/{id}/#",
 			"seq", seq, "reason", pa.Reason(), "reason_code", fmt.Sprintf("0x%02x", pa.ReasonCode))
@@ -184,23 +204,40 @@ func sleep(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
 
 // remover deletes acknowledged messages from the outbox in the background,
 // all that were acknowledged since its last commit in one transaction, so
-// that a disk sync does not stall the pump.
+// that a disk sync does not stall the pump. It counts as delivered, and as
+// dropped unmapped, only what its deletions found: a message that a bound
+// had dropped first is counted there, and one acknowledged twice (resent
+// after a reconnect) once.
 type remover struct {
 	b    *Bridge
 	wake chan struct{}
 
-	mu   sync.Mutex
-	seqs []uint64
+	mu       sync.Mutex
+	seqs     []uint64 // delivered: acknowledged, or QoS 0 and written
+	unmapped []uint64 // dropped: no Up mapping matches
 }
 
 func newRemover(b *Bridge) *remover {
 	return &remover{b: b, wake: make(chan struct{}, 1)}
 }
 
+// add queues a delivered message for removal.
 func (r *remover) add(seq uint64) {
 	r.mu.Lock()
 	r.seqs = append(r.seqs, seq)
 	r.mu.Unlock()
+	r.poke()
+}
+
+// discard queues for removal a message that no Up mapping matches.
+func (r *remover) discard(seq uint64) {
+	r.mu.Lock()
+	r.unmapped = append(r.unmapped, seq)
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (r *remover) poke() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -222,14 +259,25 @@ func (r *remover) run(ctx context.Context) {
 
 func (r *remover) flush() {
 	r.mu.Lock()
-	seqs := r.seqs
-	r.seqs = nil
+	seqs, unmapped := r.seqs, r.unmapped
+	r.seqs, r.unmapped = nil, nil
 	r.mu.Unlock()
+	if len(unmapped) > 0 { // rare (a mapping mistake): a transaction of their own
+		n, err := r.b.cfg.Outbox.OutboxDelivered(unmapped...)
+		r.b.m.dropped.Add(n)
+		if err != nil {
+			r.b.outboxLog.Log(slog.LevelError, "cannot remove unmapped messages from the outbox; they are read again after the next reconnect",
+				"count", len(unmapped), "error", err)
+		}
+	}
 	if len(seqs) == 0 {
 		return
 	}
-	if err := r.b.cfg.Outbox.OutboxRemove(seqs...); err != nil {
-		// They stay in the outbox and are sent again: a duplicate, not a loss.
+	n, err := r.b.cfg.Outbox.OutboxDelivered(seqs...)
+	r.b.m.upDelivered.Add(n)
+	if err != nil {
+		// They stay in the outbox, released (under its bounds again), and are
+		// sent again after the next reconnect: a duplicate, not a loss.
 		r.b.outboxLog.Log(slog.LevelError, "cannot remove acknowledged messages from the outbox; they will be sent again",
 			"count", len(seqs), "error", err)
 	}

@@ -139,6 +139,7 @@ var metricHelp = map[string]string{
 	"locky_outbox_bytes":                   "Bytes of the upstream messages in the outbox.",
 	"locky_outbox_oldest_age_seconds":      "Age of the oldest message in the outbox; 0 when it is empty.",
 	"locky_outbox_dropped_total":           "Outbox messages dropped, by reason: bytes or age (the outbox limits), unmapped (no bridge mapping matches).",
+	"locky_outbox_delivered_total":         "Outbox messages removed after the cloud broker's PUBACK (QoS 0: once sent); with locky_outbox_dropped_total, every message the outbox took, once it is empty.",
 	"locky_bridge_link_up":                 "1 while the bridge is connected to the cloud broker, online published and subscribed.",
 	"locky_bridge_link_down_seconds":       "Time since the link to the cloud broker went down; 0 while it is up.",
 	"locky_bridge_inflight_messages":       "Upstream messages published to the cloud broker and not yet acknowledged.",

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -154,20 +155,29 @@ func (s *Store) update(now time.Time, fn func(tx *bolt.Tx, o *Outbox) error) ([]
 	return o.added, nil
 }
 
-// trimOutbox drops the oldest messages while the outbox is over its byte bound.
+// trimOutbox drops the oldest messages while the outbox is over its byte
+// bound, except those held, which do not count against it while held (see
+// outboxHold).
 func (s *Store) trimOutbox(tx *bolt.Tx) (int, error) {
 	total := outboxBytes(tx)
 	if total <= s.cfg.OutboxMaxBytes {
 		return 0, nil
 	}
+	s.hold.mu.Lock()
+	defer s.hold.mu.Unlock()
 	b := tx.Bucket(bucketOutbox)
+	total -= s.hold.bytesLocked(b)
 	var doomed [][]byte
 	var freed int64
 	c := b.Cursor()
 	for k, v := c.First(); k != nil && total-freed > s.cfg.OutboxMaxBytes; k, v = c.Next() {
+		if s.hold.heldLocked(k) {
+			continue
+		}
 		freed += int64(len(v))
 		doomed = append(doomed, append([]byte(nil), k...))
 	}
+	s.hold.droppingLocked(tx, doomed)
 	return deleteKeys(tx, b, doomed, freed)
 }
 
@@ -202,6 +212,136 @@ func (s *Store) OutboxAfter(after uint64, max int) ([]Message, error) {
 	return out, err
 }
 
+// outboxHold is the set of outbox messages that the bridge holds: read to be
+// sent, and whether the cloud broker has them not known yet (their PUBACK is
+// pending, or on its way to OutboxDelivered). The bounds skip held messages:
+// one dropped while in flight would be counted dropped although it was
+// delivered. Nor do held messages count against the byte bound: the bound
+// drops the unsent ones in their stead, the oldest first, never a newer
+// message because older ones are in flight. So while messages are held the
+// outbox may be over its bound by their size, at most the bridge's window
+// (plus what its remover has not yet removed).
+//
+// The bound still holds in the end: a held message leaves the set when
+// OutboxDelivered removes it, or when the bridge releases it (refused, or
+// its link dropped: it is sent again on the next connection), and the next
+// prune applies to what is left. It is a set rather than a high-water
+// sequence because a message the cloud broker refuses stays in the outbox,
+// to be sent again after the next reconnect, and must fall under the bounds
+// meanwhile (a broker refusing everything must not let the outbox grow
+// without end): the bridge releases it alone. The set is in memory only:
+// after a restart nothing is in flight.
+type outboxHold struct {
+	// mu is held by a bound's walk that chooses what to drop, and by
+	// OutboxHold while it reads and holds: so a bound either sees a message
+	// held, or chose it before OutboxHold read, and then OutboxHold finds it
+	// in dropping (until the drop's commit, after which a read no longer
+	// sees it). Without dropping, a read that starts before the drop's
+	// commit would still see, and hand out, a message being dropped.
+	mu sync.Mutex
+	// seqs counts the holds of each held message: the same message may be
+	// held twice, by the bridge's remover that has not yet removed it after
+	// one connection's PUBACK and by the next connection, which sends it
+	// again. Each OutboxHold of it is undone by one release.
+	seqs map[uint64]int
+	// dropping is what the last walk (number walk) chose to drop. It is
+	// emptied by its transaction's commit or, when that rolled back, by the
+	// next walk. Until then OutboxHold skips the messages of a rolled-back
+	// drop (they are sent after the next reconnect).
+	dropping map[uint64]struct{}
+	walk     uint64
+}
+
+// bytesLocked returns the size of the held messages in the outbox bucket b;
+// mu must be held.
+func (h *outboxHold) bytesLocked(b *bolt.Bucket) int64 {
+	var n int64
+	for seq := range h.seqs {
+		n += int64(len(b.Get(u64(seq))))
+	}
+	return n
+}
+
+// heldLocked reports whether the message of outbox key k is held; mu must be held.
+func (h *outboxHold) heldLocked(k []byte) bool {
+	_, ok := h.seqs[binary.BigEndian.Uint64(k)]
+	return ok
+}
+
+// droppingLocked records the outbox keys that tx drops, in place of what the
+// walk before recorded (its transaction has ended: write transactions run
+// one at a time, each with one walk); mu must be held.
+func (h *outboxHold) droppingLocked(tx *bolt.Tx, keys [][]byte) {
+	h.walk++
+	h.dropping = nil
+	if len(keys) == 0 {
+		return
+	}
+	h.dropping = make(map[uint64]struct{}, len(keys))
+	for _, k := range keys {
+		h.dropping[binary.BigEndian.Uint64(k)] = struct{}{}
+	}
+	walk := h.walk
+	tx.OnCommit(func() {
+		h.mu.Lock()
+		if h.walk == walk {
+			h.dropping = nil
+		}
+		h.mu.Unlock()
+	})
+}
+
+func (h *outboxHold) release(seqs []uint64) {
+	h.mu.Lock()
+	for _, seq := range seqs {
+		if h.seqs[seq] > 1 {
+			h.seqs[seq]--
+		} else {
+			delete(h.seqs, seq)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// OutboxHold returns up to max messages whose sequence is above after,
+// oldest first, like OutboxAfter but without those a bound is dropping in a
+// commit under way, and holds them: no bound drops them, nor counts them,
+// until OutboxDelivered removes them or OutboxRelease releases them. The
+// bridge reads with it what it is about to send, and releases what it does
+// not see acknowledged.
+func (s *Store) OutboxHold(after uint64, max int) ([]Message, error) {
+	s.hold.mu.Lock()
+	defer s.hold.mu.Unlock()
+	if s.hold.seqs == nil {
+		s.hold.seqs = make(map[uint64]int)
+	}
+	var out []Message
+	for len(out) < max { // more than once only past messages being dropped
+		want := max - len(out)
+		msgs, err := s.OutboxAfter(after, want)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			after = m.Seq
+			if _, ok := s.hold.dropping[m.Seq]; ok {
+				continue
+			}
+			s.hold.seqs[m.Seq]++
+			out = append(out, m)
+		}
+		if len(msgs) < want {
+			break
+		}
+	}
+	return out, nil
+}
+
+// OutboxRelease releases held messages, one hold of each: they stay in the
+// outbox, under its bounds again from the next prune on (unless held again).
+// Sequences not held are ignored.
+func (s *Store) OutboxRelease(seqs ...uint64) { s.hold.release(seqs) }
+
 // OutboxRemove deletes the messages with the given sequences (those that the
 // cloud broker has acknowledged). Missing ones are ignored.
 func (s *Store) OutboxRemove(seqs ...uint64) error {
@@ -214,9 +354,12 @@ func (s *Store) OutboxRemove(seqs ...uint64) error {
 // messages delivered. One that is missing was dropped by a bound (and counted
 // so) or delivered before, and is not counted again: drop and delivery both
 // delete by key in a write transaction, so each message is counted by the
-// one that deleted it.
+// one that deleted it. It releases the held ones among seqs (one hold each)
+// after its commit, whether it succeeded or not: one it failed to delete
+// stays in the outbox under its bounds.
 func (s *Store) OutboxDelivered(seqs ...uint64) (int, error) {
 	var n int64
+	defer s.hold.release(seqs)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		n = 0
 		if _, err := s.bookUptime(tx); err != nil {
@@ -341,8 +484,10 @@ func stampLegacyOutbox(tx *bolt.Tx, up time.Duration) error {
 }
 
 // pruneOutbox drops the outbox messages that have waited longer than the age
-// bound at uptime up.
+// bound at uptime up, except those held (see outboxHold).
 func (s *Store) pruneOutbox(tx *bolt.Tx, up time.Duration) (int, error) {
+	s.hold.mu.Lock()
+	defer s.hold.mu.Unlock()
 	b := tx.Bucket(bucketOutbox)
 	var doomed [][]byte
 	var freed int64
@@ -355,9 +500,13 @@ func (s *Store) pruneOutbox(tx *bolt.Tx, up time.Duration) (int, error) {
 		if up-m.Up <= s.cfg.OutboxMaxAge {
 			break
 		}
+		if s.hold.heldLocked(k) {
+			continue
+		}
 		freed += int64(len(v))
 		doomed = append(doomed, append([]byte(nil), k...))
 	}
+	s.hold.droppingLocked(tx, doomed)
 	return deleteKeys(tx, b, doomed, freed)
 }
 

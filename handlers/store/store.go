@@ -38,7 +38,8 @@ type Config struct {
 	// means 1 s.
 	OpenTimeout time.Duration
 	// OutboxMaxBytes bounds the outbox; past it the oldest messages are
-	// dropped. Zero means 64 MiB.
+	// dropped, except those held in flight (OutboxHold), which the bound
+	// may be exceeded by until they are released. Zero means 64 MiB.
 	OutboxMaxBytes int64
 	// OutboxMaxAge drops outbox messages that have waited longer than this,
 	// measured on Monotonic accumulated across runs, never on the wall clock:
@@ -121,6 +122,7 @@ type Store struct {
 
 	health  health
 	writeMu sync.Mutex // serializes write with its check of a failed commit
+	hold    outboxHold // outbox messages the bridge has in flight (outbox.go)
 
 	closeOnce sync.Once
 	closeErr  error
