@@ -59,11 +59,7 @@ func New(cfg Config) (*Bridge, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	u, err := parseURL(cfg.URL)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := tlsConfig(cfg, u)
+	u, tc, err := Endpoint{URL: cfg.URL, CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}.Resolve()
 	if err != nil {
 		return nil, err
 	}

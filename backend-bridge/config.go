@@ -1,13 +1,8 @@
 package bridge
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -218,69 +213,4 @@ func (cfg Config) check() error {
 		return configErr("LogEvery %s is negative", cfg.LogEvery)
 	}
 	return nil
-}
-
-// parseURL checks the broker URL and fills in the default port.
-func parseURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, configErr("URL %q: %w", raw, err)
-	}
-	var port string
-	switch u.Scheme {
-	case "mqtt":
-		port = "1883"
-	case "mqtts":
-		port = "8883"
-	default:
-		return nil, configErr("URL %q: the scheme must be mqtt:// or mqtts://", raw)
-	}
-	if u.Hostname() == "" {
-		return nil, configErr("URL %q has no host: write mqtt://host:port", raw)
-	}
-	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), port)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, configErr("URL %q: give only scheme, host and port (credentials go in Username and Password)", raw)
-	}
-	return u, nil
-}
-
-// tlsConfig loads the TLS files; it returns nil for mqtt://.
-func tlsConfig(cfg Config, u *url.URL) (*tls.Config, error) {
-	if u.Scheme != "mqtts" {
-		if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
-			return nil, configErr("TLS files are set but URL %q is not mqtts://: use mqtts:// or drop the files", cfg.URL)
-		}
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, configErr("CAFile: cannot read %q: %w", cfg.CAFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, configErr("CAFile %q holds no PEM certificate", cfg.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		return nil, configErr("CertFile %q and KeyFile %q: give both or neither", cfg.CertFile, cfg.KeyFile)
-	}
-	if cfg.CertFile != "" {
-		for _, f := range []struct{ field, path string }{{"CertFile", cfg.CertFile}, {"KeyFile", cfg.KeyFile}} {
-			if _, err := os.ReadFile(f.path); err != nil {
-				return nil, configErr("%s: cannot read %q: %w", f.field, f.path, err)
-			}
-		}
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, configErr("CertFile %q and KeyFile %q are not a matching PEM certificate and key: %w", cfg.CertFile, cfg.KeyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }

@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +16,8 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
+
+	bridge "github.com/locky-edge/locky/backend-bridge"
 )
 
 // session is how a client connects: a fresh session under a random client
@@ -88,23 +87,16 @@ func connect(ctx context.Context, o options, s session) (*client, error) {
 	if o.url == "" {
 		return nil, errNoURL
 	}
-	u, err := url.Parse(o.url)
-	if err != nil || u.Host == "" || (u.Scheme != "mqtt" && u.Scheme != "mqtts") {
-		return nil, usageError{fmt.Errorf("--url %q: want mqtt://host:port or mqtts://host:port", o.url)}
+	u, tc, err := bridge.Endpoint{URL: o.url, CAFile: o.caFile, CertFile: o.certFile, KeyFile: o.keyFile}.Resolve()
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--url and its TLS files (--ca-file, --cert-file, --key-file): %w", err)}
 	}
 	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), map[string]string{"mqtt": "1883", "mqtts": "8883"}[u.Scheme])
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	var conn net.Conn
 	d := &net.Dialer{}
-	if u.Scheme == "mqtts" {
-		tc, err := tlsConfig(o, u.Hostname())
-		if err != nil {
-			return nil, err
-		}
+	if tc != nil {
 		conn, err = (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", host)
 		var cv *tls.CertificateVerificationError
 		if errors.As(err, &cv) {
@@ -312,26 +304,4 @@ func (c *client) look(ctx context.Context, o options, statusFilter string) (brok
 			return v, ctx.Err()
 		}
 	}
-}
-
-func tlsConfig(o options, serverName string) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if o.caFile != "" {
-		pem, err := os.ReadFile(o.caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca-file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca-file %q holds no PEM certificate", o.caFile)
-		}
-	}
-	if o.certFile != "" || o.keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.certFile, o.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--cert-file %q and --key-file %q: %w", o.certFile, o.keyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
