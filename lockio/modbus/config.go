@@ -1,0 +1,199 @@
+package modbus
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// Polarity says which sensor input level means the door is open.
+type Polarity int
+
+const (
+	// OpenWhen1 is a door that is open while its discrete input reads 1
+	// (the zero value).
+	OpenWhen1 Polarity = iota
+	// OpenWhen0 is a door that is open while its discrete input reads 0
+	// (a normally-closed contact that opens with the door).
+	OpenWhen0
+)
+
+// Parity of the serial line.
+type Parity string
+
+const (
+	ParityNone Parity = "N"
+	ParityEven Parity = "E"
+	ParityOdd  Parity = "O"
+)
+
+// Door ties one door to its lock coil and sensor input.
+type Door struct {
+	Door   int    // door number, 1..contract.MaxDoor; required
+	Device string // serial device of the bus, e.g. /dev/ttyUSB0; required
+	Unit   int    // board (slave) address, 1..247; required
+	Coil   uint16 // protocol address (from 0) of the coil that pulses the lock
+	Input  uint16 // protocol address (from 0) of the discrete input of the door sensor
+	// Polarity of the sensor; the zero value is OpenWhen1.
+	Polarity Polarity
+}
+
+// Config configures a Bank. Serial settings apply to every bus.
+type Config struct {
+	Doors []Door // required, at least one
+
+	// Baud is the serial bit rate; 0 means 9600 (the boards' factory setting).
+	Baud int
+	// Parity; "" means ParityNone (8N1, the Waveshare factory setting; the
+	// Modbus serial-line spec's default is 8E1 — set ParityEven for boards
+	// that follow it).
+	Parity Parity
+	// StopBits is 1 or 2; 0 means 1.
+	StopBits int
+	// Timeout is how long a board may take to send a complete response; 0
+	// means 300 ms.
+	Timeout time.Duration
+	// FrameSilence is the silent interval kept before each request (t3.5);
+	// 0 means 3.5 character times of 11 bits at Baud, or 1.75 ms above
+	// 19200 baud (Modbus over Serial Line V1.02, §2.5.1.1).
+	FrameSilence time.Duration
+
+	// PulseLength is how long a lock coil stays on; 0 means 500 ms.
+	PulseLength time.Duration
+	// PollInterval is the time from the start of one poll cycle (every
+	// board of a bus read once) to the next; 0 means 200 ms.
+	PollInterval time.Duration
+	// RetryMin and RetryMax bound the back-off of an unreachable board or
+	// adapter, doubling from RetryMin; 0 means 500 ms and 10 s.
+	RetryMin, RetryMax time.Duration
+
+	Metrics *metrics.Set // nil means a private set
+	Logger  *slog.Logger // nil means slog.Default()
+}
+
+func (cfg *Config) setDefaults() {
+	if cfg.Baud == 0 {
+		cfg.Baud = 9600
+	}
+	if cfg.Parity == "" {
+		cfg.Parity = ParityNone
+	}
+	if cfg.StopBits == 0 {
+		cfg.StopBits = 1
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 300 * time.Millisecond
+	}
+	if cfg.FrameSilence == 0 {
+		cfg.FrameSilence = frameSilence(cfg.Baud)
+	}
+	if cfg.PulseLength == 0 {
+		cfg.PulseLength = 500 * time.Millisecond
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 200 * time.Millisecond
+	}
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin = 500 * time.Millisecond
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 10 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSet()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+}
+
+// frameSilence is t3.5 at baud: 3.5 characters of 11 bits (start, 8 data,
+// parity or second stop, stop), fixed at 1750 µs above 19200 baud.
+func frameSilence(baud int) time.Duration {
+	if baud > 19200 {
+		return 1750 * time.Microsecond
+	}
+	return time.Duration(35*11) * time.Second / time.Duration(10*baud)
+}
+
+func (cfg *Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	if len(cfg.Doors) == 0 {
+		return bad("no doors; list each door with its device, unit, coil and input")
+	}
+	switch {
+	case cfg.Baud < 0:
+		return bad("baud %d is negative", cfg.Baud)
+	case cfg.Parity != ParityNone && cfg.Parity != ParityEven && cfg.Parity != ParityOdd:
+		return bad("parity %q; use N, E or O", cfg.Parity)
+	case cfg.StopBits != 1 && cfg.StopBits != 2:
+		return bad("%d stop bits; use 1 or 2", cfg.StopBits)
+	case cfg.Timeout < 0 || cfg.FrameSilence < 0 || cfg.PulseLength < 0 || cfg.PollInterval < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0:
+		return bad("negative duration (timeout, frame silence, pulse, poll interval or retry)")
+	case cfg.RetryMax < cfg.RetryMin:
+		return bad("RetryMax %v is below RetryMin %v", cfg.RetryMax, cfg.RetryMin)
+	}
+	type point struct {
+		device string
+		unit   int
+		addr   uint16
+	}
+	doors := map[int]bool{}
+	coils := map[point]int{}
+	inputs := map[point]int{}
+	for _, d := range cfg.Doors {
+		switch {
+		case d.Door < 1 || d.Door > contract.MaxDoor:
+			return bad("door %d: door numbers are 1..%d", d.Door, contract.MaxDoor)
+		case doors[d.Door]:
+			return bad("door %d: listed twice", d.Door)
+		case d.Device == "":
+			return bad("door %d: no device; set the serial device of its bus (e.g. /dev/ttyUSB0)", d.Door)
+		case d.Unit < 1 || d.Unit > 247:
+			return bad("door %d: unit address %d; board addresses are 1..247", d.Door, d.Unit)
+		case d.Polarity != OpenWhen1 && d.Polarity != OpenWhen0:
+			return bad("door %d: unknown sensor polarity %d", d.Door, d.Polarity)
+		}
+		doors[d.Door] = true
+		c := point{d.Device, d.Unit, d.Coil}
+		if other, ok := coils[c]; ok {
+			return bad("door %d: coil %d of unit %d on %s is already door %d's", d.Door, d.Coil, d.Unit, d.Device, other)
+		}
+		coils[c] = d.Door
+		in := point{d.Device, d.Unit, d.Input}
+		if other, ok := inputs[in]; ok {
+			return bad("door %d: input %d of unit %d on %s is already door %d's", d.Door, d.Input, d.Unit, d.Device, other)
+		}
+		inputs[in] = d.Door
+	}
+	// One request reads a board's inputs from the lowest to the highest.
+	span := map[point][2]uint16{}
+	for _, d := range cfg.Doors {
+		k := point{d.Device, d.Unit, 0}
+		s, ok := span[k]
+		if !ok {
+			s = [2]uint16{d.Input, d.Input}
+		}
+		s[0], s[1] = min(s[0], d.Input), max(s[1], d.Input)
+		span[k] = s
+	}
+	keys := make([]point, 0, len(span))
+	for k := range span {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i].device < keys[j].device || keys[i].device == keys[j].device && keys[i].unit < keys[j].unit
+	})
+	for _, k := range keys {
+		if s := span[k]; int(s[1])-int(s[0])+1 > maxInputs {
+			return bad("unit %d on %s: sensor inputs %d..%d span more than %d, the most one request reads", k.unit, k.device, s[0], s[1], maxInputs)
+		}
+	}
+	return nil
+}
