@@ -514,3 +514,50 @@ func (n *notifySocket) await(t *testing.T, state string, p *proc) {
 		}
 	}
 }
+
+// TestBoardsDropInGrantsTheAdapter: the drop-in for lock boards turns the
+// unit's PrivateDevices off only to allow exactly the adapter, in the dialout
+// group, and hands the gateway its door map; unit and drop-in together pass
+// systemd-analyze verify.
+func TestBoardsDropInGrantsTheAdapter(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Fatal("systemd-analyze is missing: apt-get install -y systemd")
+	}
+	unit, err := os.ReadFile("locky-gateway.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropIn, err := os.ReadFile("locky-gateway-boards.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := unitDirectives(string(dropIn), "Service")
+	want := map[string]string{
+		"PrivateDevices": "no", "DevicePolicy": "closed", "SupplementaryGroups": "dialout",
+		"LoadCredential": "doors.map:/etc/locky/doors.map",
+	}
+	for k, v := range want {
+		if got := d[k]; len(got) != 1 || got[0] != v {
+			t.Errorf("drop-in %s=%q; want %q", k, got, v)
+		}
+	}
+	if got := d["DeviceAllow"]; len(got) != 1 || !strings.HasPrefix(got[0], "/dev/serial/by-id/") || !strings.HasSuffix(got[0], " rw") {
+		t.Errorf("drop-in DeviceAllow=%q; want one adapter by its /dev/serial/by-id/ path, rw", got)
+	}
+	env := strings.Join(d["Environment"], " ")
+	if !strings.Contains(env, "LOCKY_DOOR_MAP=%d/doors.map") || !strings.Contains(env, "LOCKY_SIM_DOORS=0") {
+		t.Errorf("drop-in Environment=%q; want LOCKY_DOOR_MAP=%%d/doors.map and LOCKY_SIM_DOORS=0", env)
+	}
+	// A drop-in's [Service] lines apply after the unit's: verify them so.
+	_, service, _ := strings.Cut(string(dropIn), "[Service]\n")
+	combined := strings.Replace(string(unit), "\n[Install]", "\n"+service+"\n[Install]", 1)
+	root := t.TempDir()
+	bin := filepath.Join(root, "usr", "local", "bin", "locky-gateway")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil { // verify checks only that it is executable
+		t.Fatal(err)
+	}
+	verifyUnit(t, combined, root)
+}

@@ -52,7 +52,10 @@ type Config struct {
 	// --code-key-file is set.
 	Dev bool
 
-	SimDoors     int           // simulated doors; 0 means an external client plays the doors
+	SimDoors int // simulated doors; 0 means an external client plays the doors
+	// DoorMap is the file that maps each door to its lock board (DoorMap's
+	// format); empty means no board is driven. It needs SimDoors 0.
+	DoorMap      string
 	SimDoorSize  string        // size of the doors created for the simulator
 	SimAutoClose time.Duration // simulated doors close after this; 0 means only when told
 
@@ -150,6 +153,7 @@ func (c *Config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MQTTUsers, "mqtt-users", c.MQTTUsers, "file of `name role argon2id-hash [client-ids]` lines for the local broker, written by `locky-gateway passwd NAME ROLE` (roles: screen, door:N, doors, backend, observer, admin; observer reads door states and commands, locky/up/# and the display, never codes)")
 	fs.BoolVar(&c.Dev, "dev", c.Dev, "dev mode: anonymous local broker, code key generated into the data dir")
 	fs.IntVar(&c.SimDoors, "sim-doors", c.SimDoors, "simulated doors; 0 = none, an external client plays the doors")
+	fs.StringVar(&c.DoorMap, "door-map", c.DoorMap, "file mapping each door to its lock board (Kerong RS485 or Modbus RTU): lines `bus DEVICE baud=…`, `door N kerong DEVICE board=B lock=L`, `door N modbus DEVICE unit=U coil=C input=I`; needs --sim-doors 0")
 	fs.StringVar(&c.SimDoorSize, "sim-door-size", c.SimDoorSize, "size of the doors created for the simulator")
 	fs.DurationVar(&c.SimAutoClose, "sim-auto-close", c.SimAutoClose, "simulated doors close after this; 0 = only when told")
 	fs.StringVar(&c.CodeKey, "code-key", c.CodeKey, "hex HMAC-SHA256 key for codes (>= 16 bytes); on the command line every local user can read it: prefer --code-key-file or LOCKY_CODE_KEY; empty = --code-key-file or, in dev mode, a key generated into the data dir")
@@ -593,6 +597,9 @@ func (c *Config) Validate() error {
 	if c.SimDoors < 0 || c.SimDoors > 9999 {
 		bad("--sim-doors %d: must be 0..9999", c.SimDoors)
 	}
+	if c.DoorMap != "" && c.SimDoors > 0 {
+		bad("--door-map %s drives real doors, and --sim-doors %d simulated ones: set --sim-doors 0", c.DoorMap, c.SimDoors)
+	}
 	if c.CodeKey == "" && c.CodeKeyFile == "" && !c.Dev {
 		bad("--code-key is required outside dev mode: give it in a file with --code-key-file (mode 0600) or in LOCKY_CODE_KEY (hex, at least 16 bytes)")
 	}
@@ -751,6 +758,11 @@ func Check(cfg Config) (warnings []string, err error) {
 		errs = append(errs, fmt.Errorf("--code-key-file %s: %w", cfg.CodeKeyFile, errExampleKey))
 	}
 	keyFile("code-key-previous-file", cfg.CodeKeyPreviousFile)
+	if cfg.DoorMap != "" {
+		if _, err := ReadDoorMap(cfg.DoorMap); err != nil {
+			errs = append(errs, fmt.Errorf("--door-map: %w", err))
+		}
+	}
 	if cfg.MQTTUsers != "" {
 		if _, err := broker.ReadUsers(cfg.MQTTUsers); err != nil {
 			errs = append(errs, fmt.Errorf("--mqtt-users: %w", err))

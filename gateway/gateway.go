@@ -54,6 +54,7 @@ type Gateway struct {
 	downstream *storehandler.Handler
 	doors      *door.Handler
 	sim        *simdoors.Bank
+	boards     *banks // the lock boards of --door-map; nil without
 	screen     *screen.Handler
 	web        *web.Web
 	bridge     *bridge.Bridge      // nil without --cloud-url
@@ -362,8 +363,43 @@ func (g *Gateway) newHandlers() error {
 			return err
 		}
 	}
+	if cfg.DoorMap != "" {
+		if err := g.newBoards(); err != nil {
+			return err
+		}
+	}
 	g.screen, err = screen.New(g.broker)
 	return err
+}
+
+// newBoards builds the lock boards of the door map and their door handler;
+// Run opens their serial lines. A door of the store that the map does not
+// name can never open: it is logged at every start.
+func (g *Gateway) newBoards() error {
+	m, err := ReadDoorMap(g.cfg.DoorMap)
+	if err != nil {
+		return fmt.Errorf("--door-map: %w", err)
+	}
+	if g.boards, err = m.newBanks(g.metrics, g.log); err != nil {
+		return fmt.Errorf("--door-map: %w", err)
+	}
+	if g.doors, err = door.New(door.Config{Driver: g.boards, Broker: g.broker, Logger: g.log}); err != nil {
+		return err
+	}
+	doors, err := g.store.Doors()
+	if err != nil {
+		return fmt.Errorf("cannot read the doors to check them against --door-map: %w", err)
+	}
+	mapped := map[int]bool{}
+	for _, n := range g.boards.Doors() {
+		mapped[n] = true
+	}
+	for _, d := range doors {
+		if !mapped[d.ID] {
+			g.log.Warn("a door of the locker is not in the door map: it cannot open until the map names it", "door", d.ID, "door_map", g.cfg.DoorMap)
+		}
+	}
+	return nil
 }
 
 // newBridge sets up the cloud bridge; it connects in Run.
@@ -550,10 +586,15 @@ func (g *Gateway) runSteps() []step {
 			if g.doors == nil {
 				return nil
 			}
-			if err := g.doors.Start(context.Background()); err != nil {
-				return fmt.Errorf("cannot start the door handler: %w", err)
+			if g.boards != nil {
+				if err := g.boards.Start(context.Background()); err != nil {
+					return fmt.Errorf("cannot start the lock boards of --door-map: %w", err)
+				}
 			}
-			g.onStop("door driver", func() error { err := g.doors.Close(); g.sim.Stop(); return err })
+			if err := g.doors.Start(context.Background()); err != nil {
+				return errors.Join(fmt.Errorf("cannot start the door handler: %w", err), g.stopDrivers())
+			}
+			g.onStop("door driver", func() error { return errors.Join(g.doors.Close(), g.stopDrivers()) })
 			return nil
 		}},
 		{"broker", func() error {
@@ -589,6 +630,17 @@ func (g *Gateway) runSteps() []step {
 			return nil
 		}},
 	}
+}
+
+// stopDrivers stops the door drivers: the simulator or the lock boards.
+func (g *Gateway) stopDrivers() error {
+	if g.sim != nil {
+		g.sim.Stop()
+	}
+	if g.boards != nil {
+		return g.boards.Close()
+	}
+	return nil
 }
 
 // startController starts the controller, which restores the door cycles

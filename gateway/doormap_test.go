@@ -1,0 +1,95 @@
+package gateway_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/locky-edge/locky/gateway"
+)
+
+func writeDoorMap(t testing.TB, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "doors.map")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestDoorMapNamesEachMistake: every mistake of a door map is refused with
+// its line and what to write instead; a good map gives each bank its doors.
+func TestDoorMapNamesEachMistake(t *testing.T) {
+	f := func(content, want string) {
+		t.Helper()
+		_, err := gateway.ReadDoorMap(writeDoorMap(t, content))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ReadDoorMap(%q): %v; want an error saying %q", content, err, want)
+		}
+	}
+	f("", "no door line")
+	f("doors 1 kerong /dev/ttyUSB0 board=0 lock=1", `:1: "doors": a line starts with bus, door`)
+	f("door 0 kerong /dev/ttyUSB0 board=0 lock=1", `:1: door "0": a door number is 1..`)
+	f("door 1 kerong /dev/ttyUSB0 lock=1", ":1: door 1: board= is required")
+	f("door 1 kerong /dev/ttyUSB0 board=32 lock=1", "board=32: must be a number 0..31")
+	f("door 1 kerong /dev/ttyUSB0 board=0 lock=1 colour=red", `"colour": the settings here are board, lock, channels, open-when-set`)
+	f("door 1 relay /dev/ttyUSB0", `board kind "relay": use kerong or modbus`)
+	f("door 1 kerong /dev/ttyUSB0 board=0 lock=1\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=2", ":2: door 1 is mapped twice (line 1)")
+	f("door 1 kerong /dev/ttyUSB0 board=0 lock=1\ndoor 2 modbus /dev/ttyUSB0 unit=1 coil=0 input=0", ":2: bus /dev/ttyUSB0 has kerong and modbus boards")
+	f("door 1 kerong /dev/ttyUSB0 board=0 lock=1\ndoor 2 kerong /dev/ttyUSB0 board=0 lock=1", "lock")
+	f("door 1 modbus /dev/ttyUSB1 unit=0 coil=0 input=0", "unit=0: must be a number 1..247")
+	f("door 1 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 open-when=2", "open-when=2: the sensor input level of an open door, 1 or 0")
+	f("bus /dev/ttyUSB0 baud=fast\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", ":1: bus /dev/ttyUSB0: baud=fast: must be a number")
+	f("bus /dev/ttyUSB0 parity=mark\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", "parity=mark: use none, even or odd")
+	f("bus /dev/ttyUSB9\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", "bus /dev/ttyUSB9: no door is on it")
+	f("poll-interval soon\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", ":1: poll-interval soon: must be a positive duration")
+
+	m, err := gateway.ReadDoorMap(writeDoorMap(t, `# cabinet A: one Kerong board; cabinet B: a Modbus relay board
+bus /dev/ttyUSB0 baud=19200
+door 1 kerong /dev/ttyUSB0 board=0 lock=1 channels=16
+door 2 kerong /dev/ttyUSB0 board=0 lock=2 channels=16 open-when-set
+door 13 modbus /dev/ttyUSB1 unit=1 coil=0 input=0
+door 14 modbus /dev/ttyUSB1 unit=1 coil=1 input=1 open-when=0
+poll-interval 100ms
+`))
+	if err != nil {
+		t.Fatalf("ReadDoorMap of a good map: %v", err)
+	}
+	if k := m.Kerong; len(k.Doors) != 2 || k.Doors[2].Lock != 2 || !k.Doors[2].OpenWhenSet || k.Buses["/dev/ttyUSB0"].Baud != 19200 || k.PollInterval.String() != "100ms" {
+		t.Errorf("Kerong config %+v; want doors 1 and 2 on /dev/ttyUSB0 at 19200 baud, polled every 100ms", k)
+	}
+	if len(m.Modbus) != 1 || len(m.Modbus[0].Doors) != 2 || m.Modbus[0].Doors[1].Coil != 1 {
+		t.Errorf("Modbus configs %+v; want one bus with doors 13 and 14", m.Modbus)
+	}
+}
+
+// TestDoorMapNeedsNoSimulatedDoors: real and simulated doors at once is a
+// mistake said at once.
+func TestDoorMapNeedsNoSimulatedDoors(t *testing.T) {
+	cfg := gateway.Defaults()
+	cfg.DoorMap = writeDoorMap(t, "door 1 kerong /dev/ttyUSB0 board=0 lock=1")
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "set --sim-doors 0") {
+		t.Errorf("Validate with --door-map and 12 simulated doors: %v; want it to say set --sim-doors 0", err)
+	}
+	cfg.SimDoors = 0
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate with --door-map and --sim-doors 0: %v", err)
+	}
+}
+
+func FuzzReadDoorMap(f *testing.F) {
+	f.Add("bus /dev/ttyUSB0 baud=9600\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1\n")
+	f.Add("door 13 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 open-when=0\npulse 300ms\n")
+	f.Add("door 2 kerong /dev/x board=1 lock=48 channels=48 open-when-set=false\npoll-interval 1s")
+	f.Fuzz(func(t *testing.T, content string) {
+		path := filepath.Join(t.TempDir(), "doors.map")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		m, err := gateway.ReadDoorMap(path) // never panics
+		if err == nil && len(m.Kerong.Doors) == 0 && len(m.Modbus) == 0 {
+			t.Errorf("ReadDoorMap(%q) accepted a map without doors", content)
+		}
+	})
+}
