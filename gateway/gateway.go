@@ -260,10 +260,6 @@ func (g *Gateway) loadKeys() (codeKeys, error) {
 }
 
 func (g *Gateway) openStore(keys codeKeys) error {
-	outboxDropped := map[string]*metrics.Counter{
-		"bytes": g.metrics.NewCounter(`locky_outbox_dropped_total{reason="bytes"}`),
-		"age":   g.metrics.NewCounter(`locky_outbox_dropped_total{reason="age"}`),
-	}
 	st, err := store.Open(store.Config{
 		Path:                 filepath.Join(g.cfg.DataDir, "locky.db"),
 		CodeKey:              keys.current,
@@ -272,7 +268,6 @@ func (g *Gateway) openStore(keys codeKeys) error {
 		OutboxMaxBytes:       g.cfg.OutboxMaxBytes,
 		OutboxMaxAge:         g.cfg.OutboxMaxAge,
 		Retention:            g.cfg.Retention,
-		OnDrop:               func(reason string, n int) { outboxDropped[reason].Add(n) },
 		OnCommit:             g.publishLocal,
 		Metrics:              g.metrics,
 		Logger:               g.log,

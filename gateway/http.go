@@ -12,7 +12,6 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
 	"github.com/locky-edge/locky/lockio/web"
 )
@@ -170,49 +169,6 @@ func (g *Gateway) registerMetrics() {
 			return 1
 		}
 		return 0
-	})
-	var mu sync.Mutex
-	var at time.Time
-	var counts map[string]int
-	var ob struct {
-		depth  int
-		bytes  int64
-		waited time.Duration // of the oldest, on the outbox's own clock
-	}
-	refresh := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(at) < time.Second && counts != nil {
-			return
-		}
-		at = time.Now()
-		if c, err := g.store.CountByStatus(); err == nil {
-			counts = c
-		}
-		if st, err := g.store.OutboxStats(); err == nil {
-			ob.depth, ob.bytes, ob.waited = st.Depth, st.Bytes, st.Waited
-		}
-	}
-	for _, st := range []string{contract.StatusArriving, contract.StatusStored, contract.StatusDelivered,
-		contract.StatusReturned, contract.StatusCancelled} {
-		s.NewGauge(`locky_store_reservations{status="`+st+`"}`, func() float64 {
-			refresh()
-			mu.Lock()
-			defer mu.Unlock()
-			return float64(counts[st])
-		})
-	}
-	s.NewGauge("locky_store_db_size_bytes", func() float64 {
-		_, size := g.store.Stats()
-		return float64(size)
-	})
-	s.NewGauge("locky_outbox_messages", func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return float64(ob.depth) })
-	s.NewGauge("locky_outbox_bytes", func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return float64(ob.bytes) })
-	s.NewGauge("locky_outbox_oldest_age_seconds", func() float64 {
-		refresh()
-		mu.Lock()
-		defer mu.Unlock()
-		return ob.waited.Seconds() // a wall clock that steps moves nothing here
 	})
 }
 

@@ -184,6 +184,9 @@ func (s *Store) trimOutbox(tx *bolt.Tx) (int, error) {
 func (s *Store) dropped(reason string, n int) {
 	s.log.Warn("outbox over its bound: dropped the oldest upstream messages; raise the outbox limit or restore the cloud link",
 		"reason", reason, "dropped", n)
+	if c := s.droppedBy[reason]; c != nil {
+		c.Add(n)
+	}
 	if s.cfg.OnDrop != nil {
 		s.cfg.OnDrop(reason, n)
 	}

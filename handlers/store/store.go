@@ -124,6 +124,8 @@ type Store struct {
 	writeMu sync.Mutex // serializes write with its check of a failed commit
 	hold    outboxHold // outbox messages the bridge has in flight (outbox.go)
 
+	droppedBy map[string]*metrics.Counter // locky_outbox_dropped_total, by reason
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -192,6 +194,7 @@ func Open(cfg Config) (*Store, error) {
 		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total"),
 		upBase:          upBase, monoBase: cfg.Monotonic()}
 	s.initHealth() // its metrics exist from the start
+	s.registerMetrics(cfg.Metrics)
 	return s, nil
 }
 
