@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/kerong/kerongtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,8 +27,8 @@ type event struct {
 // rig is a bank on a socat pty pair with an emulator on the other end.
 type rig struct {
 	t      *testing.T
-	socat  *socatPair
-	emu    *emulator
+	socat  *kerongtest.Socat
+	emu    *kerongtest.Emulator
 	bank   *Bank
 	set    *metrics.Set
 	events chan event
@@ -44,23 +45,20 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // newRig starts socat, the emulator with the given boards (address →
 // channels) and a bank with the given doors, and registers the watcher.
-func newRig(t *testing.T, boards map[byte]int, doors map[int]Door, setup func(*emulator)) *rig {
+func newRig(t *testing.T, boards map[byte]int, doors map[int]Door, setup func(*kerongtest.Emulator)) *rig {
 	t.Helper()
 	r := &rig{t: t, events: make(chan event, 4096), queued: map[int][]contract.DoorState{}}
-	r.socat = startSocat(t, t.TempDir())
-	r.emu = newEmulator(t, boards)
+	r.socat = kerongtest.StartSocat(t, t.TempDir())
+	r.emu = kerongtest.NewEmulator(t, boards)
 	if setup != nil {
 		setup(r.emu)
 	}
-	r.emu.attach(r.socat.B)
-	t.Cleanup(r.emu.detach)
+	r.emu.Attach(r.socat.B)
+	t.Cleanup(r.emu.Detach)
 	for n, d := range doors {
 		d.Bus = r.socat.A
 		doors[n] = d
 	}
-	// A generous response timeout: a loaded test machine must not turn a
-	// slow answer into a fault.
-	r.set = metrics.NewSet()
 	// A generous response timeout: a loaded test machine must not turn a
 	// slow answer into a fault.
 	r.set = metrics.NewSet()
@@ -133,22 +131,6 @@ func (r *rig) open(door int) {
 	}
 }
 
-// awaitUnlock waits until the emulator has served the unlock of board/lock.
-func (r *rig) awaitUnlock(want string) {
-	r.t.Helper()
-	ctx := waitCtx(r.t)
-	for {
-		select {
-		case got := <-r.emu.unlocks:
-			if got == want {
-				return
-			}
-		case <-ctx.Done():
-			r.t.Fatalf("emulator never saw the unlock of %s", want)
-		}
-	}
-}
-
 // metricAtLeastOne requires the metric (its bus label a %q verb) to be 1
 // or more.
 func (r *rig) metricAtLeastOne(format string) {
@@ -184,19 +166,19 @@ func TestOpenThenClosed(t *testing.T) {
 
 	r.open(1)
 	r.expect(1, contract.DoorOpen, "")
-	r.emu.setOpen(1, 1, false) // a person pushes it shut
+	r.emu.SetOpen(1, 1, false) // a person pushes it shut
 	r.expect(1, contract.DoorClosed, "")
 }
 
 func TestDoorAlreadyOpen(t *testing.T) {
 	boards, doors := oneBoard()
-	r := newRig(t, boards, doors, func(e *emulator) { e.setOpen(1, 1, true) })
+	r := newRig(t, boards, doors, func(e *kerongtest.Emulator) { e.SetOpen(1, 1, true) })
 	r.expect(1, contract.DoorUnknown, "")
 	r.expect(1, contract.DoorOpen, "")
 
 	r.open(1) // already open: nothing to report, and no jam
-	r.awaitUnlock("1/1")
-	r.emu.setOpen(1, 1, false)
+	r.emu.AwaitUnlock(t, 1, 1)
+	r.emu.SetOpen(1, 1, false)
 	r.expect(1, contract.DoorClosed, "")
 }
 
@@ -206,11 +188,11 @@ func TestTimeoutFaultRecovers(t *testing.T) {
 	r.expect(1, contract.DoorUnknown, "")
 	r.expect(1, contract.DoorClosed, "")
 
-	r.emu.setSilent(1, true)
+	r.emu.SetSilent(1, true)
 	r.expect(1, contract.DoorFault, "timeout")
 	r.metricAtLeastOne(`locky_kerong_errors_total{bus=%q,kind="timeout"}`)
 	r.metricAtLeastOne(`locky_kerong_boards_unreachable{bus=%q}`)
-	r.emu.setSilent(1, false)
+	r.emu.SetSilent(1, false)
 	r.expect(1, contract.DoorClosed, "")
 }
 
@@ -220,21 +202,21 @@ func TestChecksumFaultRecovers(t *testing.T) {
 	r.expect(2, contract.DoorUnknown, "")
 	r.expect(2, contract.DoorClosed, "")
 
-	r.emu.setCorrupt(1, true)
+	r.emu.SetCorrupt(1, true)
 	r.expect(2, contract.DoorFault, "checksum")
-	r.emu.setCorrupt(1, false)
+	r.emu.SetCorrupt(1, false)
 	r.expect(2, contract.DoorClosed, "")
 }
 
 func TestJammedLock(t *testing.T) {
 	boards, doors := oneBoard()
-	r := newRig(t, boards, doors, func(e *emulator) { e.setJammed(1, 1, true) })
+	r := newRig(t, boards, doors, func(e *kerongtest.Emulator) { e.SetJammed(1, 1, true) })
 	r.expect(1, contract.DoorUnknown, "")
 	r.expect(1, contract.DoorClosed, "")
 
 	r.open(1)
 	r.expect(1, contract.DoorFault, "jammed")
-	r.emu.setJammed(1, 1, false)
+	r.emu.SetJammed(1, 1, false)
 	r.open(1)
 	r.expect(1, contract.DoorOpen, "")
 }
@@ -245,8 +227,8 @@ func TestAdapterUnpluggedAndBack(t *testing.T) {
 	r.expect(1, contract.DoorUnknown, "")
 	r.expect(1, contract.DoorClosed, "")
 
-	r.socat.stop() // unplug
-	r.emu.detach()
+	r.socat.Stop() // unplug
+	r.emu.Detach()
 	for {
 		st := r.next(1)
 		if st.State != contract.DoorFault {
@@ -256,8 +238,8 @@ func TestAdapterUnpluggedAndBack(t *testing.T) {
 			break
 		}
 	}
-	r.socat.start() // plug back in, same device path
-	r.emu.attach(r.socat.B)
+	r.socat.Start() // plug back in, same device path
+	r.emu.Attach(r.socat.B)
 	r.expect(1, contract.DoorClosed, "")
 	r.open(1)
 	r.expect(1, contract.DoorOpen, "")
@@ -275,14 +257,14 @@ func TestTwoBoardsOneBus(t *testing.T) {
 	}
 	r.open(2)
 	r.expect(2, contract.DoorOpen, "")
-	r.emu.setOpen(31, 9, true)
+	r.emu.SetOpen(31, 9, true)
 	r.expect(3, contract.DoorOpen, "")
 
-	r.emu.setSilent(0, true) // one board down, the other still served
+	r.emu.SetSilent(0, true) // one board down, the other still served
 	r.expect(1, contract.DoorFault, "timeout")
-	r.emu.setOpen(31, 48, false)
+	r.emu.SetOpen(31, 48, false)
 	r.expect(2, contract.DoorClosed, "")
-	r.emu.setSilent(0, false)
+	r.emu.SetSilent(0, false)
 	r.expect(1, contract.DoorClosed, "")
 }
 

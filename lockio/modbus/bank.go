@@ -15,11 +15,7 @@ import (
 )
 
 const (
-	openQueue = 64
-	// staleOpen is how long an open command may wait (adapter unplugged,
-	// board down) before it is dropped rather than sent: a door popping
-	// open long after the controller gave up on it is worse than none.
-	staleOpen     = 5 * time.Second
+	openQueue     = 64
 	reasonNotRead = "sensor not read yet"
 )
 

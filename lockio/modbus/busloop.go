@@ -65,7 +65,7 @@ func (b *Bank) runBus(ctx context.Context, bs *bus) {
 	}
 	sendOpen := func(cmd openCmd) {
 		d := cmd.door
-		if age := time.Since(cmd.at); age > staleOpen {
+		if age := time.Since(cmd.at); age > b.cfg.OpenWait {
 			bs.metrics.opensDropped.Inc()
 			b.log.Warn("open command waited too long for the bus; dropped", "door", d.Door.Door, "bus", bs.device, "waited", age)
 			return

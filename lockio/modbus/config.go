@@ -64,6 +64,11 @@ type Config struct {
 
 	// PulseLength is how long a lock coil stays on; 0 means 500 ms.
 	PulseLength time.Duration
+	// OpenWait is how long an open command may wait for its bus (adapter
+	// unplugged, a board down) before it is dropped rather than sent: a door
+	// popping open after the controller gave up on it is worse than none.
+	// Keep it well below the controller's door timeout; 0 means 2.5 s.
+	OpenWait time.Duration
 	// PollInterval is the time from the start of one poll cycle (every
 	// board of a bus read once) to the next; 0 means 200 ms.
 	PollInterval time.Duration
@@ -93,6 +98,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.PulseLength == 0 {
 		cfg.PulseLength = 500 * time.Millisecond
+	}
+	if cfg.OpenWait == 0 {
+		cfg.OpenWait = 2500 * time.Millisecond
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 200 * time.Millisecond

@@ -20,7 +20,8 @@
 // locky_modbus_errors_total{kind=timeout|crc|frame|exception|unplugged},
 // locky_modbus_response_latency_seconds, locky_modbus_poll_cycle_seconds,
 // locky_modbus_boards_unreachable, locky_modbus_opens_dropped_total (open
-// commands dropped: queue full, or waited more than 5 s for a lost bus).
+// commands dropped: queue full, or waited longer than Config.OpenWait for a
+// lost bus).
 // The names and labels match lockio/kerong's, for one dashboard.
 //
 // The RTU client is this package's own (rtu.go), on go.bug.st/serial: two

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/modbus/modbustest"
 )
 
 const (
@@ -17,7 +18,7 @@ const (
 )
 
 func TestOpenPulsesAndSensorReports(t *testing.T) {
-	bus := startBus(t, "1")
+	bus := modbustest.StartBus(t, "1")
 	b, events := startBank(t,
 		Door{Door: 1, Device: bus.Device, Unit: 1, Coil: 0, Input: 0},
 		Door{Door: 2, Device: bus.Device, Unit: 1, Coil: 1, Input: 1},
@@ -27,12 +28,12 @@ func TestOpenPulsesAndSensorReports(t *testing.T) {
 	if err := b.Open(1); err != nil {
 		t.Fatal(err)
 	}
-	bus.awaitCoil("coil 1 0 1")
-	bus.awaitCoil("coil 1 0 0")
+	bus.AwaitCoil("coil 1 0 1")
+	bus.AwaitCoil("coil 1 0 0")
 	// The pulse alone is not an opening: the sensor flips, as the door does.
-	bus.do("set 1 0 1")
+	bus.Do("set 1 0 1")
 	await(t, events, 1, open, "sensor")
-	bus.do("set 1 0 0")
+	bus.Do("set 1 0 0")
 	await(t, events, 1, closed, "sensor")
 
 	if err := b.Open(7); !errors.Is(err, ErrUnknownDoor) {
@@ -41,8 +42,8 @@ func TestOpenPulsesAndSensorReports(t *testing.T) {
 }
 
 func TestDoorAlreadyOpen(t *testing.T) {
-	bus := startBus(t, "1")
-	bus.do("set 1 2 1")
+	bus := modbustest.StartBus(t, "1")
+	bus.Do("set 1 2 1")
 	_, events := startBank(t,
 		Door{Door: 3, Device: bus.Device, Unit: 1, Coil: 2, Input: 2},
 		Door{Door: 4, Device: bus.Device, Unit: 1, Coil: 3, Input: 3, Polarity: OpenWhen0},
@@ -54,7 +55,7 @@ func TestDoorAlreadyOpen(t *testing.T) {
 }
 
 func TestBoardNotAnswering(t *testing.T) {
-	bus := startBus(t, "1,2")
+	bus := modbustest.StartBus(t, "1,2")
 	b, events := startBank(t,
 		Door{Door: 1, Device: bus.Device, Unit: 1, Coil: 0, Input: 0},
 		Door{Door: 2, Device: bus.Device, Unit: 2, Coil: 0, Input: 0},
@@ -62,7 +63,7 @@ func TestBoardNotAnswering(t *testing.T) {
 	await(t, events, 1, closed, "")
 	await(t, events, 2, closed, "")
 
-	bus.do("mute 1")
+	bus.Do("mute 1")
 	await(t, events, 1, fault, "timeout")
 	label := `{bus="` + bus.Device + `"}`
 	if got := metric(t, b, "locky_modbus_boards_unreachable"+label); got != 1 {
@@ -75,13 +76,13 @@ func TestBoardNotAnswering(t *testing.T) {
 	if err := b.Open(2); err != nil {
 		t.Fatal(err)
 	}
-	bus.awaitCoil("coil 2 0 1")
-	bus.awaitCoil("coil 2 0 0")
-	bus.do("set 2 0 1")
+	bus.AwaitCoil("coil 2 0 1")
+	bus.AwaitCoil("coil 2 0 0")
+	bus.Do("set 2 0 1")
 	await(t, events, 2, open, "sensor")
 
-	bus.do("set 1 0 1")
-	bus.do("unmute 1")
+	bus.Do("set 1 0 1")
+	bus.Do("unmute 1")
 	// Once per episode: the next report after the fault is the real state.
 	await(t, events, 1, open, "sensor")
 	if got := metric(t, b, "locky_modbus_boards_unreachable"+label); got != 0 {
@@ -118,7 +119,7 @@ func metric(t *testing.T, b *Bank, name string) float64 {
 }
 
 func TestModbusException(t *testing.T) {
-	bus := startBus(t, "1")
+	bus := modbustest.StartBus(t, "1")
 	// The board has inputs 0..7: reading up to 20 is an illegal data address.
 	_, events := startBank(t,
 		Door{Door: 1, Device: bus.Device, Unit: 1, Coil: 0, Input: 0},
@@ -132,21 +133,21 @@ func TestModbusException(t *testing.T) {
 }
 
 func TestAdapterUnplugged(t *testing.T) {
-	bus := startBus(t, "1")
+	bus := modbustest.StartBus(t, "1")
 	b, events := startBank(t, Door{Door: 9, Device: bus.Device, Unit: 1, Coil: 0, Input: 0})
 	await(t, events, 9, closed, "")
 
-	bus.unplug()
+	bus.Unplug()
 	await(t, events, 9, fault, "adapter")
 	if err := b.Open(9); err != nil { // queued; sent or dropped, never a hang
 		t.Fatal(err)
 	}
-	bus.plug()
+	bus.Plug()
 	await(t, events, 9, closed, "sensor")
 }
 
 func TestTwoUnitsOneBus(t *testing.T) {
-	bus := startBus(t, "1,2")
+	bus := modbustest.StartBus(t, "1,2")
 	b, events := startBank(t,
 		Door{Door: 1, Device: bus.Device, Unit: 1, Coil: 0, Input: 0},
 		Door{Door: 2, Device: bus.Device, Unit: 2, Coil: 0, Input: 0},
@@ -158,11 +159,11 @@ func TestTwoUnitsOneBus(t *testing.T) {
 	if err := b.Open(3); err != nil {
 		t.Fatal(err)
 	}
-	bus.awaitCoil("coil 2 5 1")
-	bus.awaitCoil("coil 2 5 0")
-	bus.do("set 2 5 1")
+	bus.AwaitCoil("coil 2 5 1")
+	bus.AwaitCoil("coil 2 5 0")
+	bus.Do("set 2 5 1")
 	await(t, events, 3, open, "sensor")
-	bus.do("set 1 0 1")
+	bus.Do("set 1 0 1")
 	await(t, events, 1, open, "sensor")
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A Modbus RTU relay/input board for the lockio/modbus tests.
+"""A Modbus RTU relay/input board for the tests of lockio/modbus and of the
+gateway on it (lockio/modbus/modbustest embeds it and runs it).
 
 It serves one or more units on a serial port with pymodbus's RTU serial
 server (written against pymodbus 3.0.0, Debian bookworm's python3-pymodbus).

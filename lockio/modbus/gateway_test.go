@@ -1,0 +1,137 @@
+package modbus_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/locky-edge/locky/gateway/gatewaytest"
+	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/modbus/modbustest"
+)
+
+// The gateway's tests below drive door 13, wired to relay (coil) 0 and
+// sensor input 0 of board unit 1.
+const (
+	door      = 13
+	coilOn    = "coil 1 0 1"
+	coilOff   = "coil 1 0 0"
+	doorOpens = "set 1 0 1"
+	doorShuts = "set 1 0 0"
+)
+
+// startLocker starts a board and a real gateway that drives door 13 on it
+// through the door map, and returns them with an MQTT client subscribed to
+// everything. The door is in the store and reports closed.
+func startLocker(t *testing.T) (*modbustest.Bus, *gatewaytest.Client) {
+	t.Helper()
+	bus := modbustest.StartBus(t, "1")
+	doorMap := filepath.Join(t.TempDir(), "doors.map")
+	content := fmt.Sprintf(`# door %d on a Modbus relay board served by pymodbus
+bus %s baud=9600 timeout=2s
+door %d modbus %s unit=1 coil=0 input=0 open-when=1
+poll-interval 50ms
+pulse 100ms
+`, door, bus.Device, door, bus.Device)
+	if err := os.WriteFile(doorMap, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := gatewaytest.Config(t)
+	cfg.SimDoors = 0
+	cfg.DoorMap = doorMap
+	cfg.DoorTimeout = 2 * time.Second
+	g := gatewaytest.Start(t, cfg)
+	c := gatewaytest.Connect(t, g.MQTTAddr(), "locky/#")
+	c.MustAck("doors", contract.DownMessage{MsgID: "d-1", Op: contract.OpUpsert, Door: &contract.Door{ID: door, Size: "M"}})
+	awaitDoorState(c, contract.DoorClosed, 1)
+	return bus, c
+}
+
+// awaitDoorState waits until door 13 has reported state n times.
+func awaitDoorState(c *gatewaytest.Client, state string, n int) {
+	c.AwaitCount(contract.DoorStateTopic(door), func(p []byte) bool {
+		var st contract.DoorState
+		return json.Unmarshal(p, &st) == nil && st.State == state
+	}, n)
+}
+
+// openAndClose plays a door cycle on the board after the code of requestID:
+// the lock pulses, the door opens, the screen says so, the door shuts.
+func openAndClose(t *testing.T, bus *modbustest.Bus, c *gatewaytest.Client, requestID string) {
+	t.Helper()
+	bus.AwaitCoil(coilOn)
+	bus.AwaitCoil(coilOff)
+	bus.Do(doorOpens)
+	if d := c.Display(requestID, contract.ResultOpened); d.Door != door {
+		t.Fatalf("%s opened door %d; want %d", requestID, d.Door, door)
+	}
+	bus.Do(doorShuts)
+}
+
+func TestGatewayDepositThenPickup(t *testing.T) {
+	bus, c := startLocker(t)
+	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130001", "130002", "130003"))
+
+	c.Code("130001", "dep")
+	openAndClose(t, bus, c, "dep")
+	if ev := c.Event(contract.EventStored, "R1", door); ev.Status != contract.StatusStored {
+		t.Fatalf("stored event %+v; want status %q", ev, contract.StatusStored)
+	}
+
+	c.Code("130002", "pick")
+	openAndClose(t, bus, c, "pick")
+	if ev := c.Event(contract.EventDelivered, "R1", door); ev.Status != contract.StatusDelivered {
+		t.Fatalf("delivered event %+v; want status %q", ev, contract.StatusDelivered)
+	}
+}
+
+// TestGatewayDoorThatDoesNotOpen: the lock pulses but the sensor never
+// changes (a jammed door): the screen says door_fault and the code is not
+// used up.
+func TestGatewayDoorThatDoesNotOpen(t *testing.T) {
+	bus, c := startLocker(t)
+	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130101", "130102", "130103"))
+
+	c.Code("130101", "jammed")
+	bus.AwaitCoil(coilOn)
+	bus.AwaitCoil(coilOff)
+	if d := c.Display("jammed", contract.ResultDoorFault); d.Door != door {
+		t.Fatalf("fault for door %d; want %d", d.Door, door)
+	}
+	c.Event(contract.EventDoorFault, "R1", door)
+
+	c.Code("130101", "again")
+	openAndClose(t, bus, c, "again")
+	c.Event(contract.EventStored, "R1", door)
+}
+
+// TestGatewayBoardNotAnswering: a board that stops answering turns its door
+// into fault, which reaches the back-end as one door.fault event; once it
+// answers again the door is closed and opens for a code.
+func TestGatewayBoardNotAnswering(t *testing.T) {
+	bus, c := startLocker(t)
+	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130201", "130202", "130203"))
+
+	bus.Do("mute 1")
+	awaitDoorState(c, contract.DoorFault, 1)
+	if ev := c.Event(contract.EventDoorFault, "", door); ev.Reason == "" {
+		t.Fatalf("door.fault event %+v without a reason", ev)
+	}
+
+	bus.Do("unmute 1")
+	awaitDoorState(c, contract.DoorClosed, 2)
+	c.Code("130201", "dep")
+	openAndClose(t, bus, c, "dep")
+	c.Event(contract.EventStored, "R1", door)
+	// The controller published the stored event after every event of the
+	// episode: the fault was reported once, not at each retry.
+	if n := c.Count(contract.TopicEvents, func(p []byte) bool {
+		var e contract.Event
+		return json.Unmarshal(p, &e) == nil && e.Type == contract.EventDoorFault
+	}); n != 1 {
+		t.Fatalf("%d door.fault events for one episode; want 1", n)
+	}
+}
