@@ -142,6 +142,14 @@ const (
 	EventLockout    = "code.lockout"
 	EventRemoteOpen = "door.remote_open"
 	EventDoorClosed = "door.closed"
+	// EventEmptyAfterDeposit: a deposit's door closed with its occupancy
+	// sensor saying empty; the reservation stays arriving and the deposit
+	// code stays unused.
+	EventEmptyAfterDeposit = "door.empty_after_deposit"
+	// EventOccupiedAfterPickup: a pickup's door closed with its occupancy
+	// sensor saying a parcel is still in; the reservation is delivered (the
+	// customer opened it) and support learns of it.
+	EventOccupiedAfterPickup = "door.occupied_after_pickup"
 	// EventStoreRecovered: the locker's database commits again after commits
 	// failed (a full disk: Reason says why and for how long). What failed
 	// meanwhile has been retried; downstream messages acked with an error

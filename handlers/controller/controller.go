@@ -163,7 +163,10 @@ type Controller struct {
 	// owned by the work goroutine
 	cycles map[int]*cycle
 	forced map[int]bool
-	lock   lockout
+	// occupied is what each door's occupancy sensor said last; absent or
+	// nil where the door has none (or it was not read).
+	occupied map[int]*bool
+	lock     lockout
 
 	pending        []*pendingWrite
 	retryTimer     *time.Timer
@@ -184,13 +187,14 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Metrics = metrics.NewSet()
 	}
 	c := &Controller{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "controller"),
-		m:      newWorkflowMetrics(cfg.Metrics),
-		work:   make(chan func(), 1024),
-		done:   make(chan struct{}),
-		cycles: map[int]*cycle{},
-		forced: map[int]bool{},
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "controller"),
+		m:        newWorkflowMetrics(cfg.Metrics),
+		work:     make(chan func(), 1024),
+		done:     make(chan struct{}),
+		cycles:   map[int]*cycle{},
+		forced:   map[int]bool{},
+		occupied: map[int]*bool{},
 		lock: lockout{threshold: cfg.LockoutThreshold, window: cfg.LockoutWindow,
 			base: cfg.LockoutBase, max: cfg.LockoutMax, resetAfter: cfg.LockoutResetAfter},
 	}
@@ -490,6 +494,9 @@ func (c *Controller) HandleDoorState(door int, payload []byte) {
 
 func (c *Controller) doorState(door int, st contract.DoorState) {
 	cy := c.cycles[door]
+	if st.State == contract.DoorOpen || st.State == contract.DoorClosed {
+		c.occupied[door] = st.Occupied // a fault or unknown state says nothing of it
+	}
 	switch st.State {
 	case contract.DoorOpen:
 		switch {
@@ -575,7 +582,8 @@ func (c *Controller) commitClose(cy *cycle) error {
 		return nil
 	}
 	now := cy.closedAt
-	decide := func(sc store.Cycle, r *store.Reservation) store.Transition { return Close(sc, r, now) }
+	occupied := c.occupied[cy.Door]
+	decide := func(sc store.Cycle, r *store.Reservation) store.Transition { return Close(sc, r, now, occupied) }
 	done, _, err := c.cfg.Store.CloseCycle(now, cy.Door, decide)
 	if err == nil && done == nil {
 		if cy.persisted {

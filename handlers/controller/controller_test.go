@@ -62,8 +62,12 @@ func TestJudge(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	f := func(status, kind string, used bool, expired bool, want store.Transition) {
+	f := func(status, kind string, used bool, expired bool, want store.Transition, occupied ...bool) {
 		t.Helper()
+		var occ *bool // the door has no occupancy sensor
+		if len(occupied) == 1 {
+			occ = &occupied[0]
+		}
 		r := &store.Reservation{Status: status, Codes: map[string]*store.Code{kind: {}}}
 		if used {
 			r.Codes[kind].UsedAt = now.Add(-time.Minute)
@@ -71,8 +75,8 @@ func TestClose(t *testing.T) {
 		if expired {
 			r.ExpiresAt = now.Add(-time.Hour)
 		}
-		if got := Close(store.Cycle{Kind: kind}, r, now); got != want {
-			t.Errorf("Close(%s, %s, used=%v, expired=%v) = %+v; want %+v", status, kind, used, expired, got, want)
+		if got := Close(store.Cycle{Kind: kind}, r, now, occ); got != want {
+			t.Errorf("Close(%s, %s, used=%v, expired=%v, occupied=%v) = %+v; want %+v", status, kind, used, expired, occupied, got, want)
 		}
 	}
 	reopened := store.Transition{EventType: contract.EventReopened}
@@ -82,6 +86,61 @@ func TestClose(t *testing.T) {
 	f(contract.StatusStored, contract.KindCourier, false, false, reopened)
 	f(contract.StatusStored, contract.KindDeposit, true, false, reopened)
 	f(contract.StatusDelivered, contract.KindPickup, true, false, reopened)
+	// With an occupancy sensor.
+	f(contract.StatusArriving, contract.KindDeposit, false, false, store.Transition{Status: contract.StatusStored, EventType: contract.EventStored}, true)
+	f(contract.StatusArriving, contract.KindDeposit, false, false, store.Transition{EventType: contract.EventEmptyAfterDeposit, Unused: true}, false)
+	f(contract.StatusStored, contract.KindPickup, false, false, store.Transition{Status: contract.StatusDelivered, EventType: contract.EventDelivered}, false)
+	f(contract.StatusStored, contract.KindPickup, false, false,
+		store.Transition{Status: contract.StatusDelivered, EventType: contract.EventDelivered, Also: contract.EventOccupiedAfterPickup}, true)
+}
+
+// TestOccupancyAtTheClosing: a deposit whose door closes empty stores
+// nothing and keeps its code for the courier's next try; a pickup that
+// leaves the parcel in is delivered and said to support.
+func TestOccupancyAtTheClosing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		state := func(door int, st string, occupied bool) {
+			_ = r.b.deliver(r.t, contract.TopicDoorStates, contract.DoorStateTopic(door),
+				fmt.Sprintf(`{"state":%q,"occupied":%v}`, st, occupied))
+			synctest.Wait()
+		}
+		r.code("1111")
+		state(2, "open", false)
+		state(2, "closed", false) // the courier did not put the parcel in
+		if e := r.lastEvent(); e != contract.EventEmptyAfterDeposit {
+			t.Fatalf("event %q after an empty deposit; want %s", e, contract.EventEmptyAfterDeposit)
+		}
+		if res, err := r.st.Reservation("R1"); err != nil || res.Status != contract.StatusArriving {
+			t.Fatalf("R1 after an empty deposit: %+v, %v; want arriving", res, err)
+		}
+		commands := func() (n int) {
+			r.b.mu.Lock()
+			defer r.b.mu.Unlock()
+			for _, m := range r.b.msgs {
+				if m.Topic == contract.DoorCommandTopic(2) {
+					n++
+				}
+			}
+			return n
+		}
+		before := commands()
+		if d := r.code("1111"); d.Result == contract.ResultInvalidCode || commands() != before+1 {
+			t.Fatalf("the deposit code after an empty deposit: %+v, %d door commands; want it to open the door again", d, commands()-before)
+		}
+		state(2, "open", false)
+		state(2, "closed", true)
+		if e := r.lastEvent(); e != contract.EventStored {
+			t.Fatalf("event %q after the parcel went in; want stored", e)
+		}
+		r.code("2222")
+		state(2, "open", true)
+		state(2, "closed", true) // the customer left the parcel in
+		ev := r.events()
+		if n := len(ev); n < 2 || ev[n-2].Type != contract.EventDelivered || ev[n-1].Type != contract.EventOccupiedAfterPickup || ev[n-1].Reservation != "R1" {
+			t.Fatalf("events %+v; want reservation.delivered then door.occupied_after_pickup of R1", ev)
+		}
+	})
 }
 
 func TestLockoutDoublesUpToTheMaximum(t *testing.T) {

@@ -69,14 +69,26 @@ func expired(r *store.Reservation, now time.Time) bool {
 // Close decides what the closing of a door does to the reservation that the
 // cycle opened it for: deposit → stored, pickup → delivered, courier on an
 // expired parcel → returned, and anything else (a courier correction, a code
-// within its grace period) reopened with the status unchanged.
-func Close(c store.Cycle, r *store.Reservation, now time.Time) store.Transition {
+// within its grace period) reopened with the status unchanged. occupied is
+// what the door's occupancy sensor said at the closing, nil where the door
+// has none: a deposit that leaves the door empty stores nothing (the code
+// stays unused for the courier's next try), and a pickup that leaves the
+// parcel in is delivered all the same (the customer opened the door) but
+// said to support.
+func Close(c store.Cycle, r *store.Reservation, now time.Time, occupied *bool) store.Transition {
 	first := r.Codes[c.Kind] != nil && r.Codes[c.Kind].UsedAt.IsZero()
 	switch {
 	case first && c.Kind == contract.KindDeposit && r.Status == contract.StatusArriving:
+		if occupied != nil && !*occupied {
+			return store.Transition{EventType: contract.EventEmptyAfterDeposit, Unused: true}
+		}
 		return store.Transition{Status: contract.StatusStored, EventType: contract.EventStored}
 	case first && c.Kind == contract.KindPickup && r.Status == contract.StatusStored:
-		return store.Transition{Status: contract.StatusDelivered, EventType: contract.EventDelivered}
+		t := store.Transition{Status: contract.StatusDelivered, EventType: contract.EventDelivered}
+		if occupied != nil && *occupied {
+			t.Also = contract.EventOccupiedAfterPickup
+		}
+		return t
 	case c.Kind == contract.KindCourier && r.Status == contract.StatusStored && expired(r, now):
 		return store.Transition{Status: contract.StatusReturned, EventType: contract.EventReturned}
 	}

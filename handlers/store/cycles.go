@@ -48,6 +48,13 @@ func (s *Store) DoorOpened(now time.Time, c Cycle, ev *contract.Event) ([]Messag
 type Transition struct {
 	Status    string
 	EventType string
+	// Unused keeps the code that opened the door unused (a deposit whose
+	// door closed empty: the courier has not delivered yet).
+	Unused bool
+	// Also is a second event of the closing, in the same transaction
+	// (door.occupied_after_pickup beside reservation.delivered); empty for
+	// none.
+	Also string
 }
 
 // CloseCycle completes the cycle of a door that reported closed, in one
@@ -86,7 +93,7 @@ func (s *Store) CloseCycle(now time.Time, door int, decide func(Cycle, *Reservat
 					cp := *v
 					next.Codes[k] = &cp
 				}
-				if code := next.Codes[c.Kind]; code != nil && code.UsedAt.IsZero() {
+				if code := next.Codes[c.Kind]; code != nil && code.UsedAt.IsZero() && !t.Unused {
 					code.UsedAt = now.UTC()
 				}
 				if t.Status != "" {
@@ -97,6 +104,14 @@ func (s *Store) CloseCycle(now time.Time, door int, decide func(Cycle, *Reservat
 					return err
 				}
 				ev = contract.Event{Type: t.EventType, Reservation: r.ID, Door: door, Status: next.Status, CodeKind: c.Kind}
+				if t.Also != "" {
+					also := ev
+					also.Type = t.Also
+					if _, err := o.Event(ev); err != nil {
+						return err
+					}
+					ev = also
+				}
 			}
 		}
 		_, err = o.Event(ev)
