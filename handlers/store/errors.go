@@ -25,6 +25,10 @@ var (
 	// ErrCodeInUse is returned when a code of a reservation is already a live
 	// code of another reservation.
 	ErrCodeInUse = errors.New("code already in use")
+	// ErrNewerFormat is returned by Open for a database of a newer format
+	// than FormatVersion: written by a newer release (a rollback met it).
+	// Nothing of it was changed; run the newer release again.
+	ErrNewerFormat = errors.New("database of a newer format")
 	// ErrNotFound is returned when a reservation does not exist.
 	ErrNotFound = errors.New("not found")
 	// ErrParcelInside is returned when deleting a reservation or a door would

@@ -172,6 +172,10 @@ func Open(cfg Config) (*Store, error) {
 	}
 	var upBase time.Duration
 	err = db.Update(func(tx *bolt.Tx) error {
+		format, err := checkFormat(tx, cfg.Path)
+		if err != nil {
+			return err
+		}
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
@@ -184,8 +188,14 @@ func Open(cfg Config) (*Store, error) {
 			}
 		}
 		upBase = time.Duration(metaInt(tx, keyUptime))
-		return stampLegacyOutbox(tx, upBase)
+		if err := stampLegacyOutbox(tx, upBase); err != nil {
+			return err
+		}
+		return migrate(tx, format)
 	})
+	if errors.Is(err, ErrNewerFormat) {
+		return nil, errors.Join(err, db.Close())
+	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
 	}
