@@ -23,14 +23,17 @@ import (
 //
 //	bus DEVICE [baud=N] [parity=none|even|odd] [stop-bits=1|2] [timeout=DURATION]
 //	door N kerong DEVICE board=B lock=L [channels=C] [open-when-set]
-//	door N modbus DEVICE unit=U coil=C input=I [open-when=1|0]
+//	door N modbus DEVICE unit=U coil=C input=I [open-when=1|0] [occupancy=I [occupied-when=1|0]]
 //	poll-interval DURATION
 //	pulse DURATION
 //
 // A bus line sets the serial line of a device (the boards' defaults
 // otherwise); one bus is driven by one kind of board only, since two
 // protocols on one RS485 line would talk over each other. Pulse is how long
-// a Modbus coil stays on. Every mistake is named path:line.
+// a Modbus coil stays on. A Modbus door's occupancy= is the discrete input of
+// its occupancy (infrared) sensor, on the same unit, and occupied-when the
+// level it reads with a parcel in (1 by default); without it the door
+// reports no occupancy. Every mistake is named path:line.
 type DoorMap struct {
 	Kerong kerong.Config   // Doors empty when no door is a Kerong one
 	Modbus []modbus.Config // one per bus device
@@ -199,7 +202,7 @@ func readDoorLine(l doorMapLine) (n int, kind, dev string, opts map[string]strin
 	case "kerong":
 		opts, err = options(l.fields[3:], "board", "lock", "channels", "open-when-set")
 	case "modbus":
-		opts, err = options(l.fields[3:], "unit", "coil", "input", "open-when")
+		opts, err = options(l.fields[3:], "unit", "coil", "input", "open-when", "occupancy", "occupied-when")
 	default:
 		err = fmt.Errorf("door %d: board kind %q: use kerong or modbus", n, kind)
 	}
@@ -233,10 +236,12 @@ func addKerongDoor(c *kerong.Config, n int, dev string, opts map[string]string) 
 func modbusDoor(n int, dev string, opts map[string]string) (modbus.Door, error) {
 	d := modbus.Door{Door: n, Device: dev}
 	unit, err := intOption(opts, "unit", -1, 1, 247)
-	var coil, input int
+	var coil, input, occupancy int
 	if err == nil {
 		if coil, err = intOption(opts, "coil", -1, 0, 65535); err == nil {
-			input, err = intOption(opts, "input", -1, 0, 65535)
+			if input, err = intOption(opts, "input", -1, 0, 65535); err == nil {
+				occupancy, err = intOption(opts, "occupancy", 0, 0, 65535)
+			}
 		}
 	}
 	switch opts["open-when"] {
@@ -246,10 +251,25 @@ func modbusDoor(n int, dev string, opts map[string]string) (modbus.Door, error) 
 	default:
 		err = fmt.Errorf("open-when=%s: the sensor input level of an open door, 1 or 0", opts["open-when"])
 	}
+	_, hasOccupancy := opts["occupancy"]
+	when, hasWhen := opts["occupied-when"]
+	switch {
+	case hasWhen && !hasOccupancy:
+		err = fmt.Errorf("occupied-when=%s without occupancy=: add the occupancy sensor's input, occupancy=I", when)
+	case when == "" || when == "1":
+	case when == "0":
+		d.OccupancyPolarity = modbus.OccupiedWhen0
+	default:
+		err = fmt.Errorf("occupied-when=%s: the occupancy input level with a parcel in, 1 or 0", when)
+	}
 	if err != nil {
 		return d, fmt.Errorf("door %d: %w", n, err)
 	}
 	d.Unit, d.Coil, d.Input = unit, uint16(coil), uint16(input)
+	if hasOccupancy {
+		o := uint16(occupancy)
+		d.Occupancy = &o
+	}
 	return d, nil
 }
 

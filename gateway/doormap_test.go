@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/lockio/modbus"
 )
 
 func writeDoorMap(t testing.TB, content string) string {
@@ -40,6 +41,10 @@ func TestDoorMapNamesEachMistake(t *testing.T) {
 	f("door 1 kerong /dev/ttyUSB0 board=0 lock=1\ndoor 2 kerong /dev/ttyUSB0 board=0 lock=1", "lock")
 	f("door 1 modbus /dev/ttyUSB1 unit=0 coil=0 input=0", "unit=0: must be a number 1..247")
 	f("door 1 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 open-when=2", "open-when=2: the sensor input level of an open door, 1 or 0")
+	f("door 1 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 occupancy=ir", "occupancy=ir: must be a number 0..65535")
+	f("door 1 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 occupancy=4 occupied-when=yes", "occupied-when=yes: the occupancy input level with a parcel in, 1 or 0")
+	f("door 1 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 occupied-when=0", "occupied-when=0 without occupancy=")
+	f("door 1 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 occupancy=0", "door 1: occupancy input 0 of unit 1 on /dev/ttyUSB1 is door 1's sensor input")
 	f("bus /dev/ttyUSB0 baud=fast\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", ":1: bus /dev/ttyUSB0: baud=fast: must be a number")
 	f("bus /dev/ttyUSB0 parity=mark\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", "parity=mark: use none, even or odd")
 	f("bus /dev/ttyUSB9\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1", "bus /dev/ttyUSB9: no door is on it")
@@ -50,7 +55,8 @@ bus /dev/ttyUSB0 baud=19200
 door 1 kerong /dev/ttyUSB0 board=0 lock=1 channels=16
 door 2 kerong /dev/ttyUSB0 board=0 lock=2 channels=16 open-when-set
 door 13 modbus /dev/ttyUSB1 unit=1 coil=0 input=0
-door 14 modbus /dev/ttyUSB1 unit=1 coil=1 input=1 open-when=0
+door 14 modbus /dev/ttyUSB1 unit=1 coil=1 input=1 open-when=0 occupancy=9 occupied-when=0
+door 15 modbus /dev/ttyUSB1 unit=1 coil=2 input=2 occupancy=10
 poll-interval 100ms
 `))
 	if err != nil {
@@ -59,9 +65,22 @@ poll-interval 100ms
 	if k := m.Kerong; len(k.Doors) != 2 || k.Doors[2].Lock != 2 || !k.Doors[2].OpenWhenSet || k.Buses["/dev/ttyUSB0"].Baud != 19200 || k.PollInterval.String() != "100ms" {
 		t.Errorf("Kerong config %+v; want doors 1 and 2 on /dev/ttyUSB0 at 19200 baud, polled every 100ms", k)
 	}
-	if len(m.Modbus) != 1 || len(m.Modbus[0].Doors) != 2 || m.Modbus[0].Doors[1].Coil != 1 {
-		t.Errorf("Modbus configs %+v; want one bus with doors 13 and 14", m.Modbus)
+	if len(m.Modbus) != 1 || len(m.Modbus[0].Doors) != 3 || m.Modbus[0].Doors[1].Coil != 1 {
+		t.Fatalf("Modbus configs %+v; want one bus with doors 13, 14 and 15", m.Modbus)
 	}
+	occupancy := func(d modbus.Door, want int, polarity modbus.OccupancyPolarity) {
+		t.Helper()
+		got := -1 // none
+		if d.Occupancy != nil {
+			got = int(*d.Occupancy)
+		}
+		if got != want || d.OccupancyPolarity != polarity {
+			t.Errorf("door %d: got occupancy %d (-1: none), polarity %d; want %d, %d", d.Door, got, d.OccupancyPolarity, want, polarity)
+		}
+	}
+	occupancy(m.Modbus[0].Doors[0], -1, modbus.OccupiedWhen1)
+	occupancy(m.Modbus[0].Doors[1], 9, modbus.OccupiedWhen0)
+	occupancy(m.Modbus[0].Doors[2], 10, modbus.OccupiedWhen1)
 }
 
 // TestDoorMapNeedsNoSimulatedDoors: real and simulated doors at once is a
@@ -81,6 +100,7 @@ func TestDoorMapNeedsNoSimulatedDoors(t *testing.T) {
 func FuzzReadDoorMap(f *testing.F) {
 	f.Add("bus /dev/ttyUSB0 baud=9600\ndoor 1 kerong /dev/ttyUSB0 board=0 lock=1\n")
 	f.Add("door 13 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 open-when=0\npulse 300ms\n")
+	f.Add("door 13 modbus /dev/ttyUSB1 unit=1 coil=0 input=0 occupancy=4 occupied-when=0\n")
 	f.Add("door 2 kerong /dev/x board=1 lock=48 channels=48 open-when-set=false\npoll-interval 1s")
 	f.Fuzz(func(t *testing.T, content string) {
 		path := filepath.Join(t.TempDir(), "doors.map")

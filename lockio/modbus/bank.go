@@ -87,9 +87,14 @@ func New(cfg Config) (*Bank, error) {
 		}
 		bd := boards[dc.Device][dc.Unit]
 		if bd == nil {
-			bd = &board{unit: byte(dc.Unit), first: dc.Input}
+			bd = &board{unit: byte(dc.Unit)}
+			bd.first, _ = dc.inputSpan()
 			boards[dc.Device][dc.Unit] = bd
 			bs.boards = append(bs.boards, bd)
+		}
+		if dc.Occupancy != nil { // the bank's own copy
+			occupancy := *dc.Occupancy
+			dc.Occupancy = &occupancy
 		}
 		d := &door{Door: dc, bus: bs, board: bd}
 		bd.doors = append(bd.doors, d)
@@ -100,7 +105,8 @@ func New(cfg Config) (*Bank, error) {
 		for _, bd := range bs.boards {
 			last := bd.first
 			for _, d := range bd.doors {
-				bd.first, last = min(bd.first, d.Input), max(last, d.Input)
+				lo, hi := d.inputSpan()
+				bd.first, last = min(bd.first, lo), max(last, hi)
 			}
 			bd.count = last - bd.first + 1
 		}
@@ -198,13 +204,15 @@ func (b *Bank) Close() error {
 	return nil
 }
 
-// publish reports st for door n if it differs from the last one reported.
+// publish reports st for door n if it differs from the last one reported:
+// in state, reason or occupancy (a parcel taken out of a closed door is a
+// change).
 func (b *Bank) publish(n int, st contract.DoorState) {
 	b.reportMu.Lock()
 	defer b.reportMu.Unlock()
 	b.mu.Lock()
 	prev, ok := b.last[n]
-	if ok && prev.State == st.State && prev.Reason == st.Reason {
+	if ok && prev.State == st.State && prev.Reason == st.Reason && sameOccupancy(prev.Occupied, st.Occupied) {
 		b.mu.Unlock()
 		return
 	}
@@ -215,6 +223,10 @@ func (b *Bank) publish(n int, st contract.DoorState) {
 	if report != nil {
 		report(n, st)
 	}
+}
+
+func sameOccupancy(a, b *bool) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }
 
 // fault starts an episode on the board: its doors report `fault` with the
@@ -252,6 +264,10 @@ func (b *Bank) sensed(bs *bus, bd *board, bits []bool) {
 		st := contract.DoorState{State: contract.DoorClosed, Reason: "sensor"}
 		if open {
 			st.State = contract.DoorOpen
+		}
+		if d.Occupancy != nil {
+			occupied := bits[*d.Occupancy-bd.first] == (d.OccupancyPolarity == OccupiedWhen1)
+			st.Occupied = &occupied
 		}
 		b.publish(d.Door.Door, st)
 	}

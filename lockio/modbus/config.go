@@ -22,6 +22,19 @@ const (
 	OpenWhen0
 )
 
+// OccupancyPolarity says which occupancy input level means a parcel is in
+// the door.
+type OccupancyPolarity int
+
+const (
+	// OccupiedWhen1 is a door occupied while its occupancy input reads 1
+	// (the zero value).
+	OccupiedWhen1 OccupancyPolarity = iota
+	// OccupiedWhen0 is a door occupied while its occupancy input reads 0
+	// (an infrared barrier whose output drops when a parcel breaks it).
+	OccupiedWhen0
+)
+
 // Parity of the serial line.
 type Parity string
 
@@ -31,7 +44,8 @@ const (
 	ParityOdd  Parity = "O"
 )
 
-// Door ties one door to its lock coil and sensor input.
+// Door ties one door to its lock coil, its sensor input and, optionally, its
+// occupancy input.
 type Door struct {
 	Door   int    // door number, 1..contract.MaxDoor; required
 	Device string // serial device of the bus, e.g. /dev/ttyUSB0; required
@@ -40,6 +54,17 @@ type Door struct {
 	Input  uint16 // protocol address (from 0) of the discrete input of the door sensor
 	// Polarity of the sensor; the zero value is OpenWhen1.
 	Polarity Polarity
+	// Occupancy is the protocol address (from 0) of the discrete input of
+	// the door's occupancy (infrared) sensor, on the same unit and read in
+	// the same request as the door sensors; nil means the door has none and
+	// its states leave contract.DoorState.Occupied nil. With it, every
+	// state read from the board carries Occupied, and a change of
+	// occupancy alone is reported; a fault or unknown state carries none
+	// (the board was not read).
+	Occupancy *uint16
+	// OccupancyPolarity of the occupancy input; the zero value is
+	// OccupiedWhen1. Only with Occupancy.
+	OccupancyPolarity OccupancyPolarity
 }
 
 // Config configures a Bank. Serial settings apply to every bus.
@@ -167,6 +192,10 @@ func (cfg *Config) validate() error {
 			return bad("door %d: unit address %d; board addresses are 1..247", d.Door, d.Unit)
 		case d.Polarity != OpenWhen1 && d.Polarity != OpenWhen0:
 			return bad("door %d: unknown sensor polarity %d", d.Door, d.Polarity)
+		case d.OccupancyPolarity != OccupiedWhen1 && d.OccupancyPolarity != OccupiedWhen0:
+			return bad("door %d: unknown occupancy polarity %d", d.Door, d.OccupancyPolarity)
+		case d.Occupancy == nil && d.OccupancyPolarity != OccupiedWhen1:
+			return bad("door %d: an occupancy polarity without an occupancy input; set Occupancy, or leave the polarity out", d.Door)
 		}
 		doors[d.Door] = true
 		c := point{d.Device, d.Unit, d.Coil}
@@ -180,15 +209,33 @@ func (cfg *Config) validate() error {
 		}
 		inputs[in] = d.Door
 	}
-	// One request reads a board's inputs from the lowest to the highest.
+	// Occupancy inputs after every sensor input is known, so that a
+	// collision is found whichever door is listed first.
+	occupancy := map[point]int{}
+	for _, d := range cfg.Doors {
+		if d.Occupancy == nil {
+			continue
+		}
+		in := point{d.Device, d.Unit, *d.Occupancy}
+		if other, ok := inputs[in]; ok {
+			return bad("door %d: occupancy input %d of unit %d on %s is door %d's sensor input; give the occupancy sensor an input of its own", d.Door, in.addr, d.Unit, d.Device, other)
+		}
+		if other, ok := occupancy[in]; ok {
+			return bad("door %d: occupancy input %d of unit %d on %s is already door %d's", d.Door, in.addr, d.Unit, d.Device, other)
+		}
+		occupancy[in] = d.Door
+	}
+	// One request reads a board's inputs, sensor and occupancy, from the
+	// lowest to the highest.
 	span := map[point][2]uint16{}
 	for _, d := range cfg.Doors {
 		k := point{d.Device, d.Unit, 0}
+		lo, hi := d.inputSpan()
 		s, ok := span[k]
 		if !ok {
-			s = [2]uint16{d.Input, d.Input}
+			s = [2]uint16{lo, hi}
 		}
-		s[0], s[1] = min(s[0], d.Input), max(s[1], d.Input)
+		s[0], s[1] = min(s[0], lo), max(s[1], hi)
 		span[k] = s
 	}
 	keys := make([]point, 0, len(span))
@@ -200,8 +247,17 @@ func (cfg *Config) validate() error {
 	})
 	for _, k := range keys {
 		if s := span[k]; int(s[1])-int(s[0])+1 > maxInputs {
-			return bad("unit %d on %s: sensor inputs %d..%d span more than %d, the most one request reads", k.unit, k.device, s[0], s[1], maxInputs)
+			return bad("unit %d on %s: inputs (sensor and occupancy) %d..%d span more than %d, the most one request reads", k.unit, k.device, s[0], s[1], maxInputs)
 		}
 	}
 	return nil
+}
+
+// inputSpan is the lowest and the highest of the door's inputs.
+func (d Door) inputSpan() (lo, hi uint16) {
+	lo, hi = d.Input, d.Input
+	if d.Occupancy != nil {
+		lo, hi = min(lo, *d.Occupancy), max(hi, *d.Occupancy)
+	}
+	return lo, hi
 }

@@ -10,9 +10,15 @@
 // doors report their real state again when it answers. A door whose sensor
 // has never been read is `unknown`, never guessed closed.
 //
+// A door may also have an occupancy (infrared) input, Door.Occupancy: its
+// states then carry contract.DoorState.Occupied, and a parcel put in or
+// taken out behind a closed door is reported as a new state too, so that
+// the controller decides at the closing with the latest occupancy.
+//
 // One goroutine owns each serial bus. On it, a due coil-off goes first, then
 // queued open commands, then polls; a poll reads all of a board's discrete
-// inputs in one request and every board of the bus is polled in each cycle.
+// inputs (sensor and occupancy) in one request and every board of the bus
+// is polled in each cycle.
 // An open command waits at most for the exchange under way; with a board
 // down that can be one Config.Timeout (its retry), so keep Timeout short.
 //

@@ -14,28 +14,31 @@ import (
 )
 
 // The gateway's tests below drive door 13, wired to relay (coil) 0 and
-// sensor input 0 of board unit 1.
+// sensor input 0 of board unit 1; with an occupancy sensor, that is input 1.
 const (
 	door      = 13
 	coilOn    = "coil 1 0 1"
 	coilOff   = "coil 1 0 0"
 	doorOpens = "set 1 0 1"
 	doorShuts = "set 1 0 0"
+	occupancy = "occupancy=1" // on the door line: occupied when input 1 reads 1
+	parcelIn  = "set 1 1 1"
 )
 
 // startLocker starts a board and a real gateway that drives door 13 on it
 // through the door map, and returns them with an MQTT client subscribed to
-// everything. The door is in the store and reports closed.
-func startLocker(t *testing.T) (*modbustest.Bus, *gatewaytest.Client) {
+// everything. The door is in the store and reports closed. extra is added
+// to the door's line ("" or occupancy).
+func startLocker(t *testing.T, extra string) (*modbustest.Bus, *gatewaytest.Client) {
 	t.Helper()
 	bus := modbustest.StartBus(t, "1")
 	doorMap := filepath.Join(t.TempDir(), "doors.map")
 	content := fmt.Sprintf(`# door %d on a Modbus relay board served by pymodbus
 bus %s baud=9600 timeout=2s
-door %d modbus %s unit=1 coil=0 input=0 open-when=1
+door %d modbus %s unit=1 coil=0 input=0 open-when=1 %s
 poll-interval 50ms
 pulse 100ms
-`, door, bus.Device, door, bus.Device)
+`, door, bus.Device, door, bus.Device, extra)
 	if err := os.WriteFile(doorMap, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +62,9 @@ func awaitDoorState(c *gatewaytest.Client, state string, n int) {
 }
 
 // openAndClose plays a door cycle on the board after the code of requestID:
-// the lock pulses, the door opens, the screen says so, the door shuts.
-func openAndClose(t *testing.T, bus *modbustest.Bus, c *gatewaytest.Client, requestID string) {
+// the lock pulses, the door opens, the screen says so, inside (zero or more
+// board commands: a parcel put in or taken out) happens, the door shuts.
+func openAndClose(t *testing.T, bus *modbustest.Bus, c *gatewaytest.Client, requestID string, inside ...string) {
 	t.Helper()
 	bus.AwaitCoil(coilOn)
 	bus.AwaitCoil(coilOff)
@@ -68,11 +72,14 @@ func openAndClose(t *testing.T, bus *modbustest.Bus, c *gatewaytest.Client, requ
 	if d := c.Display(requestID, contract.ResultOpened); d.Door != door {
 		t.Fatalf("%s opened door %d; want %d", requestID, d.Door, door)
 	}
+	for _, cmd := range inside {
+		bus.Do(cmd)
+	}
 	bus.Do(doorShuts)
 }
 
 func TestGatewayDepositThenPickup(t *testing.T) {
-	bus, c := startLocker(t)
+	bus, c := startLocker(t, "")
 	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130001", "130002", "130003"))
 
 	c.Code("130001", "dep")
@@ -92,7 +99,7 @@ func TestGatewayDepositThenPickup(t *testing.T) {
 // changes (a jammed door): the screen says door_fault and the code is not
 // used up.
 func TestGatewayDoorThatDoesNotOpen(t *testing.T) {
-	bus, c := startLocker(t)
+	bus, c := startLocker(t, "")
 	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130101", "130102", "130103"))
 
 	c.Code("130101", "jammed")
@@ -112,7 +119,7 @@ func TestGatewayDoorThatDoesNotOpen(t *testing.T) {
 // into fault, which reaches the back-end as one door.fault event; once it
 // answers again the door is closed and opens for a code.
 func TestGatewayBoardNotAnswering(t *testing.T) {
-	bus, c := startLocker(t)
+	bus, c := startLocker(t, "")
 	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130201", "130202", "130203"))
 
 	bus.Do("mute 1")
@@ -133,5 +140,45 @@ func TestGatewayBoardNotAnswering(t *testing.T) {
 		return json.Unmarshal(p, &e) == nil && e.Type == contract.EventDoorFault
 	}); n != 1 {
 		t.Fatalf("%d door.fault events for one episode; want 1", n)
+	}
+}
+
+// TestGatewayOccupancy: door 13 has an occupancy sensor. A deposit whose
+// door closes empty stores nothing (door.empty_after_deposit; the deposit
+// code still works), the courier's next try with the parcel in stores it;
+// a pickup whose door closes with the parcel still in is delivered and
+// said (door.occupied_after_pickup).
+func TestGatewayOccupancy(t *testing.T) {
+	bus, c := startLocker(t, occupancy)
+	c.MustAck("reservations", gatewaytest.Reservation("m-1", "R1", 1, door, "130301", "130302", "130303"))
+	isEvent := func(typ string) func([]byte) bool {
+		return func(p []byte) bool {
+			var e contract.Event
+			return json.Unmarshal(p, &e) == nil && e.Type == typ
+		}
+	}
+
+	c.Code("130301", "empty")
+	openAndClose(t, bus, c, "empty") // the courier forgot the parcel
+	c.Event(contract.EventEmptyAfterDeposit, "R1", door)
+	// Events go out in order: a stored event for that closing would be here.
+	if n := c.Count(contract.TopicEvents, isEvent(contract.EventStored)); n != 0 {
+		t.Fatalf("%d reservation.stored events after a deposit that left the door empty; want 0 (R1 stays arriving)", n)
+	}
+
+	c.Code("130301", "dep")
+	openAndClose(t, bus, c, "dep", parcelIn)
+	if ev := c.Event(contract.EventStored, "R1", door); ev.Status != contract.StatusStored {
+		t.Fatalf("stored event %+v; want status %q", ev, contract.StatusStored)
+	}
+
+	c.Code("130302", "pick")
+	openAndClose(t, bus, c, "pick") // the customer left the parcel in
+	if ev := c.Event(contract.EventDelivered, "R1", door); ev.Status != contract.StatusDelivered {
+		t.Fatalf("delivered event %+v; want status %q", ev, contract.StatusDelivered)
+	}
+	c.Event(contract.EventOccupiedAfterPickup, "R1", door)
+	if n := c.Count(contract.TopicEvents, isEvent(contract.EventEmptyAfterDeposit)); n != 1 {
+		t.Fatalf("%d door.empty_after_deposit events; want 1, for the first deposit only", n)
 	}
 }

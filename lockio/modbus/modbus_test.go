@@ -187,11 +187,96 @@ func TestNewValidates(t *testing.T) {
 	f("door 2: input 0 of unit 1 on /dev/ttyUSB0 is already door 1's", ok, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1})
 	f("door 2: unknown sensor polarity", ok, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1, Input: 1, Polarity: 7})
 	f("span more than 2000", ok, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1, Input: 2000})
+	addr := func(a uint16) *uint16 { return &a }
+	f("door 1: occupancy input 0 of unit 1 on /dev/ttyUSB0 is door 1's sensor input", Door{Door: 1, Device: "/dev/ttyUSB0", Unit: 1, Occupancy: addr(0)})
+	f("door 1: occupancy input 1 of unit 1 on /dev/ttyUSB0 is door 2's sensor input",
+		Door{Door: 1, Device: "/dev/ttyUSB0", Unit: 1, Occupancy: addr(1)}, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1, Input: 1})
+	f("door 2: occupancy input 4 of unit 1 on /dev/ttyUSB0 is already door 1's",
+		Door{Door: 1, Device: "/dev/ttyUSB0", Unit: 1, Occupancy: addr(4)}, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1, Input: 1, Occupancy: addr(4)})
+	f("door 2: unknown occupancy polarity 7", ok, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1, Input: 1, Occupancy: addr(4), OccupancyPolarity: 7})
+	f("door 2: an occupancy polarity without an occupancy input", ok, Door{Door: 2, Device: "/dev/ttyUSB0", Unit: 1, Coil: 1, Input: 1, OccupancyPolarity: OccupiedWhen0})
+	f("inputs (sensor and occupancy) 0..2000 span more than 2000", Door{Door: 1, Device: "/dev/ttyUSB0", Unit: 1, Occupancy: addr(2000)})
 
 	// The same coil and input on another unit or another bus are other doors.
 	if _, err := New(Config{Doors: []Door{ok, {Door: 2, Device: "/dev/ttyUSB0", Unit: 2}, {Door: 3, Device: "/dev/ttyUSB1", Unit: 1}}}); err != nil {
 		t.Errorf("New: got %v; want nil", err)
 	}
+	// An occupancy input may be another unit's sensor input.
+	if _, err := New(Config{Doors: []Door{ok, {Door: 2, Device: "/dev/ttyUSB0", Unit: 2, Occupancy: addr(0), Input: 1}}}); err != nil {
+		t.Errorf("New: got %v; want nil", err)
+	}
+}
+
+// TestOccupancy: a door's occupancy input is read with its sensor and
+// reported in each of its states, a change of occupancy alone included;
+// a door without one reports no occupancy.
+func TestOccupancy(t *testing.T) {
+	bus := modbustest.StartBus(t, "1")
+	four, five := uint16(4), uint16(5)
+	_, events := startBank(t,
+		Door{Door: 1, Device: bus.Device, Unit: 1, Coil: 0, Input: 0, Occupancy: &four},
+		Door{Door: 2, Device: bus.Device, Unit: 1, Coil: 1, Input: 1, Occupancy: &five, OccupancyPolarity: OccupiedWhen0},
+		Door{Door: 3, Device: bus.Device, Unit: 1, Coil: 2, Input: 2},
+	)
+	yes, no := true, false
+	// f waits for the next report of door and fails unless it is state with
+	// occupied (nil: no occupancy said).
+	f := func(door int, state string, occupied *bool) {
+		t.Helper()
+		st := next(t, events, door)
+		if st.State != state || !sameOccupancy(st.Occupied, occupied) {
+			t.Fatalf("door %d: got %s occupied=%s; want %s occupied=%s", door, st.State, show(st.Occupied), state, show(occupied))
+		}
+	}
+	// Every input reads 0: door 1 is empty, door 2 (occupied when 0) is not.
+	f(1, closed, &no)
+	f(2, closed, &yes)
+	f(3, closed, nil)
+
+	bus.Do("set 1 4 1") // a parcel in door 1, which stays closed
+	f(1, closed, &yes)
+	bus.Do("set 1 0 1")
+	f(1, open, &yes)
+	bus.Do("set 1 4 0") // taken out
+	f(1, open, &no)
+	bus.Do("set 1 0 0")
+	f(1, closed, &no)
+
+	bus.Do("set 1 5 1")
+	f(2, closed, &no)
+	bus.Do("set 1 2 1")
+	f(3, open, nil)
+
+	// A board that does not answer says nothing of occupancy; once it
+	// answers, the states carry it again.
+	bus.Do("mute 1")
+	f(1, fault, nil)
+	bus.Do("set 1 4 1")
+	bus.Do("unmute 1")
+	f(1, closed, &yes)
+}
+
+// next returns the next report of door, skipping the other doors'.
+func next(t *testing.T, events chan event, door int) contract.DoorState {
+	t.Helper()
+	timeout := time.After(guard)
+	for {
+		select {
+		case e := <-events:
+			if e.door == door {
+				return e.st
+			}
+		case <-timeout:
+			t.Fatalf("door %d reported nothing", door)
+		}
+	}
+}
+
+func show(occupied *bool) string {
+	if occupied == nil {
+		return "nil"
+	}
+	return strconv.FormatBool(*occupied)
 }
 
 func TestOpenBeforeStart(t *testing.T) {
