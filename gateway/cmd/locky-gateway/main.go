@@ -30,6 +30,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) > 0 && args[0] == "passwd" {
 		return passwd(args[1:], os.Stdin, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "boards" {
+		return boards(args[1:], stdout, stderr)
+	}
 	start := time.Now()
 	cfg, opts, err := gateway.ParseArgs(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
