@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/gateway/testenv"
 )
@@ -170,6 +171,75 @@ func TestSystemdInstall(t *testing.T) {
 			t.Errorf("the unit lacks %s", want)
 		}
 	}
+	for _, name := range strings.Fields(strings.Join(svc["Sockets"], " ")) {
+		if _, err := os.Stat(filepath.Join(root, "etc/systemd/system", name)); err != nil {
+			t.Errorf("the unit takes Sockets=%s, which the install commands do not install: %v", name, err)
+		}
+	}
+}
+
+// TestSystemdSockets: the service takes its listening sockets from socket
+// units, one per name the gateway looks for (FileDescriptorName= names every
+// socket of a unit), at the gateway's default addresses, and the install
+// commands install and enable them; the units pass systemd-analyze verify.
+// TestSystemdSocketActivation in gateway/ runs the gateway on sockets passed
+// so.
+func TestSystemdSockets(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Fatal("systemd-analyze is missing: apt-get install -y systemd")
+	}
+	raw, err := os.ReadFile("locky-gateway.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(raw)
+	defaults := gateway.Defaults()
+	want := map[string]struct{ name, addr string }{ // by file
+		"locky-gateway.socket":      {"mqtt", defaults.MQTTAddr},
+		"locky-gateway-http.socket": {"http", defaults.HTTPAddr},
+	}
+	svc := unitDirectives(unit, "Service")
+	sockets := strings.Fields(strings.Join(svc["Sockets"], " "))
+	requires := strings.Fields(strings.Join(unitDirectives(unit, "Unit")["Requires"], " "))
+	after := strings.Fields(strings.Join(unitDirectives(unit, "Unit")["After"], " "))
+	header := strings.Join(unitHeaderCommands(unit), "\n")
+	for file, w := range want {
+		if !slices.Contains(sockets, file) || !slices.Contains(requires, file) || !slices.Contains(after, file) {
+			t.Errorf("the service lacks %s in Sockets=%q, Requires=%q or After=%q", file, sockets, requires, after)
+		}
+		if !strings.Contains(header, "docker/"+file) || !regexp.MustCompile(`systemctl enable .*\b`+regexp.QuoteMeta(file)+`\b`).MatchString(header) {
+			t.Errorf("the service's install commands do not install and enable %s:\n%s", file, header)
+		}
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := unitDirectives(string(raw), "Socket")
+		if got := d["ListenStream"]; len(got) != 1 || got[0] != w.addr {
+			t.Errorf("%s ListenStream=%q; want the gateway's default %q", file, got, w.addr)
+		}
+		if got := d["FileDescriptorName"]; len(got) != 1 || got[0] != w.name {
+			t.Errorf("%s FileDescriptorName=%q; want %q, the name the gateway looks for", file, got, w.name)
+		}
+		if got := last(d["Service"]); got != "locky-gateway.service" {
+			t.Errorf("%s Service=%q; want locky-gateway.service", file, got)
+		}
+		if got := unitDirectives(string(raw), "Install")["WantedBy"]; !slices.Equal(got, []string{"sockets.target"}) {
+			t.Errorf("%s WantedBy=%q; want sockets.target, so that it listens from boot", file, got)
+		}
+	}
+	if len(sockets) != len(want) {
+		t.Errorf("the service takes Sockets=%q; want the %d units above", sockets, len(want))
+	}
+	root := t.TempDir()
+	bin := filepath.Join(root, "usr", "local", "bin", "locky-gateway")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil { // verify checks only that it is executable
+		t.Fatal(err)
+	}
+	verifyUnit(t, unit, root)
 }
 
 // unitHeaderCommands returns the commands in the unit's header comment: its
@@ -297,18 +367,31 @@ func editConf(t *testing.T, path string, set map[string]string) []byte {
 }
 
 // verifyUnit runs systemd-analyze verify on the installed unit, its
-// ExecStart pointing at the binary installed under root.
+// ExecStart pointing at the binary installed under root, and on the socket
+// units it takes (Sockets=), read from this directory.
 func verifyUnit(t *testing.T, unit, root string) {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^(ExecStart=)(/\S+)`)
 	if !re.MatchString(unit) {
 		t.Fatal("the unit has no ExecStart= with an absolute path")
 	}
-	local := filepath.Join(t.TempDir(), "locky-gateway.service")
+	dir := t.TempDir()
+	local := filepath.Join(dir, "locky-gateway.service")
 	if err := os.WriteFile(local, []byte(re.ReplaceAllString(unit, "${1}"+root+"${2}")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("systemd-analyze", "verify", local).CombinedOutput()
+	args := []string{"verify", local}
+	for _, name := range strings.Fields(strings.Join(unitDirectives(unit, "Service")["Sockets"], " ")) {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatalf("the unit takes Sockets=%s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, filepath.Join(dir, name))
+	}
+	out, err := exec.Command("systemd-analyze", args...).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}

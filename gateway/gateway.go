@@ -281,12 +281,20 @@ func (g *Gateway) openStore(keys codeKeys) error {
 	return nil
 }
 
-// listenHTTP binds the HTTP address; Run serves it. Its stop closes the
-// listener if Run did not serve it (Run's own step shuts the server down).
+// listenHTTP binds the HTTP address, or takes the socket systemd passed as
+// "http"; Run serves it. Its stop closes the listener if Run did not serve it
+// (Run's own step shuts the server down).
 func (g *Gateway) listenHTTP() error {
-	ln, err := net.Listen("tcp", g.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", g.cfg.HTTPAddr, err)
+	ln, err := systemdListener(socketHTTP)
+	switch {
+	case err != nil:
+		return err
+	case ln != nil:
+		logInherited(g.log, socketHTTP, "http-addr", g.cfg.HTTPAddr, ln)
+	default:
+		if ln, err = net.Listen("tcp", g.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", g.cfg.HTTPAddr, err)
+		}
 	}
 	g.httpLn = newLimitListener(ln, httpMaxConns, g.metrics.NewCounter("locky_http_connections_refused_total"))
 	g.onStop("http listener", func() error {
@@ -298,8 +306,9 @@ func (g *Gateway) listenHTTP() error {
 	return nil
 }
 
-// newBroker creates the broker and binds its listener; Run starts it. The
-// stop here closes a broker that Run did not start.
+// newBroker creates the broker and binds its listener, or gives it the
+// socket systemd passed as "mqtt"; Run starts it. The stop here closes a
+// broker that Run did not start.
 func (g *Gateway) newBroker() error {
 	cfg := g.cfg
 	var users []broker.User
@@ -309,7 +318,14 @@ func (g *Gateway) newBroker() error {
 			return fmt.Errorf("--mqtt-users: %w", err)
 		}
 	}
-	b, err := broker.New(broker.Config{Addr: cfg.MQTTAddr, AllowAnonymous: cfg.Dev, Users: broker.WithMaxClients(users, cfg.MQTTMaxPerUser), Metrics: g.metrics, Logger: g.log,
+	ln, err := systemdListener(socketMQTT)
+	if err != nil {
+		return err
+	}
+	if ln != nil {
+		logInherited(g.log, socketMQTT, "mqtt-addr", cfg.MQTTAddr, ln)
+	}
+	b, err := broker.New(broker.Config{Addr: cfg.MQTTAddr, Listener: ln, AllowAnonymous: cfg.Dev, Users: broker.WithMaxClients(users, cfg.MQTTMaxPerUser), Metrics: g.metrics, Logger: g.log,
 		MaxClients: cfg.MQTTMaxClients, MaxPerAddr: cfg.MQTTMaxPerAddr, ConnectTimeout: cfg.MQTTConnectTimeout, MaxRetained: cfg.MQTTMaxRetained})
 	if err != nil {
 		return err
@@ -318,9 +334,9 @@ func (g *Gateway) newBroker() error {
 	g.onStop("mqtt listener", g.broker.Close)
 	switch {
 	case cfg.Dev:
-		g.log.Warn("dev mode: the local broker accepts anonymous clients on every topic; do not use in production", "mqtt_addr", cfg.MQTTAddr)
+		g.log.Warn("dev mode: the local broker accepts anonymous clients on every topic; do not use in production", "mqtt_addr", b.Addr())
 	case len(users) == 0:
-		g.log.Warn("no --mqtt-users: the local broker refuses every client; only the gateway's own handlers use it", "mqtt_addr", cfg.MQTTAddr)
+		g.log.Warn("no --mqtt-users: the local broker refuses every client; only the gateway's own handlers use it", "mqtt_addr", b.Addr())
 	}
 	return nil
 }

@@ -28,8 +28,14 @@ import (
 
 // Config configures the broker. The zero value of each field means its default.
 type Config struct {
-	// Addr is the TCP listen address; "127.0.0.1:0" picks a free port. Required.
+	// Addr is the TCP listen address; "127.0.0.1:0" picks a free port.
+	// Required unless Listener is set.
 	Addr string
+	// Listener, if set, is a listening TCP socket the broker serves instead
+	// of binding Addr (one systemd passed, say), under the same connection
+	// limits. The broker owns it: Close closes it, and so does New if it
+	// fails. Nil means bind Addr.
+	Listener net.Listener
 	// AllowAnonymous lets a client without a user name connect and use any
 	// topic (dev mode).
 	AllowAnonymous bool
@@ -120,9 +126,15 @@ type Broker struct {
 // New creates the broker and binds its listener, so that a busy port is
 // reported here rather than later.
 func New(cfg Config) (*Broker, error) {
-	if cfg.Addr == "" {
+	if cfg.Addr == "" && cfg.Listener == nil {
 		return nil, errors.New("broker: listen address is empty; set --mqtt-addr")
 	}
+	listening := false
+	defer func() {
+		if !listening && cfg.Listener != nil {
+			_ = cfg.Listener.Close()
+		}
+	}()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -164,16 +176,18 @@ func New(cfg Config) (*Broker, error) {
 		Logger:                 log,
 		SysTopicResendInterval: 10,
 	})
-	tcpLn, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
-	}
-	listening := false
-	defer func() {
-		if !listening {
-			_ = tcpLn.Close()
+	tcpLn := cfg.Listener
+	if tcpLn == nil {
+		var err error
+		if tcpLn, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
 		}
-	}()
+		defer func() {
+			if !listening {
+				_ = tcpLn.Close()
+			}
+		}()
+	}
 	slow := func(reason string) *metrics.Counter {
 		return cfg.Metrics.NewCounter(fmt.Sprintf("locky_broker_slow_clients_disconnected_total{reason=%q}", reason))
 	}
