@@ -31,9 +31,10 @@ const (
 // TestPanelsReturnData runs a gateway with a simulated locker and its bridge
 // to a real Mosquitto, has a real VictoriaMetrics scrape it, drives a workload
 // through every kind of door and code event, pushes twice through metricspush,
-// and then asks VictoriaMetrics every query of every panel.
+// feeds the lock board panels from the real drivers (startLockBoards), and
+// then asks VictoriaMetrics every query of every panel.
 func TestPanelsReturnData(t *testing.T) {
-	boards := loadDashboards(t)
+	dashes := loadDashboards(t)
 	cloud := testenv.StartMosquitto(t)
 
 	cfg := gateway.Defaults()
@@ -52,6 +53,8 @@ func TestPanelsReturnData(t *testing.T) {
 	vm := vmtest.Start(t, vmtest.Target{Addr: g.HTTPAddr(), Labels: map[string]string{"locker": scrapedLocker}})
 
 	runWorkload(t, g)
+	boards := startLockBoards(t)
+	boards.push(t, vm.ImportURL())
 
 	pushSet := metrics.NewSet()
 	p, err := metricspush.New(metricspush.Config{
@@ -109,7 +112,11 @@ func TestPanelsReturnData(t *testing.T) {
 		}
 	})
 
-	for _, d := range boards {
+	t.Run("the lock board panels show both drivers", func(t *testing.T) {
+		boards.checkPanels(t, vm, dashboardNamed(t, dashes, "Locker"))
+	})
+
+	for _, d := range dashes {
 		vars := map[bool]string{false: scrapedLocker, true: "(" + scrapedLocker + "|" + pushedLocker + ")"}
 		locker := vars[d.Templating.List[0].Multi]
 		for _, p := range d.queryPanels() {
