@@ -252,13 +252,17 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) bool {
 	b.m.connects.Inc()
 	b.connLog.reset()
 	b.log.Info("cloud link up", "session_present", ca.SessionPresent)
+	// Subscribed before the online status: a back-end that waits for
+	// "online" and then sends must find the subscription there (a new
+	// session has none until now). What arrives before deliver starts waits
+	// in q.
+	b.subscribe(ctx, cli)
 	b.publishStatus(ctx, cli, downState{})
 	// Started after the online status, so that a retrying status is never
-	// overwritten by it; what arrives before waits in q.
+	// overwritten by it.
 	delivered := make(chan struct{})
 	go func() { defer close(delivered); b.deliver(ctx, cli, q) }()
-	b.subscribe(ctx, cli)
-	b.setLink(true) // connected, online published, subscribed
+	b.setLink(true) // connected, subscribed, online published
 
 	err = b.pump(ctx, cli, w, rm)
 	_ = cli.Disconnect(&paho.Disconnect{ReasonCode: disconnectWithWill}) // a dead link fails to write: nothing to do

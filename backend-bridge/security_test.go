@@ -28,7 +28,7 @@ func passwordFile(t *testing.T, pairs ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto_passwd")
 	if err != nil {
-		t.Skipf("mosquitto_passwd is not installed (apt-get install mosquitto): %s", err)
+		t.Fatalf("mosquitto_passwd is not installed (apt-get install -y mosquitto): %s", err)
 	}
 	path := filepath.Join(t.TempDir(), "passwd")
 	for i := 0; i < len(pairs); i += 2 {

@@ -27,11 +27,11 @@ import (
 // persistent session while it was offline are still there.
 func TestCloudMosquittoRunLocal(t *testing.T) {
 	if _, err := os.Stat(testenv.MosquittoPath); err != nil {
-		t.Skipf("mosquitto is not installed (apt-get install mosquitto): %v", err)
+		t.Fatalf("mosquitto is not installed (apt-get install -y mosquitto): %v", err)
 	}
 	for _, tool := range []string{"mosquitto_passwd", "mosquitto_sub", "mosquitto_pub"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install mosquitto mosquitto-clients): %v", tool, err)
+			t.Fatalf("%s is not installed (apt-get install -y mosquitto mosquitto-clients): %v", tool, err)
 		}
 	}
 	bin := buildBinaries(t)

@@ -71,7 +71,7 @@ type Mosquitto struct {
 func StartMosquitto(t testing.TB, opts ...MosquittoOption) *Mosquitto {
 	t.Helper()
 	if _, err := os.Stat(MosquittoPath); err != nil {
-		t.Skipf("mosquitto is not installed (apt-get install mosquitto): %s", err)
+		t.Fatalf("mosquitto is not installed (apt-get install -y mosquitto): %s", err)
 	}
 	var cfg mosquittoConfig
 	for _, o := range opts {

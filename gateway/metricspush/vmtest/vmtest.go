@@ -51,7 +51,7 @@ type VM struct {
 func Start(t testing.TB, targets ...Target) *VM {
 	t.Helper()
 	if _, err := os.Stat(Path); err != nil {
-		t.Skipf("victoria-metrics is not installed (apt-get install victoria-metrics): %s", err)
+		t.Fatalf("victoria-metrics is not installed (apt-get install -y victoria-metrics): %s", err)
 	}
 	dir := t.TempDir()
 	port := testenv.FreePort(t)
