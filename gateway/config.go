@@ -759,8 +759,10 @@ func Check(cfg Config) (warnings []string, err error) {
 	}
 	keyFile("code-key-previous-file", cfg.CodeKeyPreviousFile)
 	if cfg.DoorMap != "" {
-		if _, err := ReadDoorMap(cfg.DoorMap); err != nil {
+		if m, err := ReadDoorMap(cfg.DoorMap); err != nil {
 			errs = append(errs, fmt.Errorf("--door-map: %w", err))
+		} else {
+			warnings = append(warnings, unmappedDoors(m, cfg)...)
 		}
 	}
 	if cfg.MQTTUsers != "" {
@@ -809,6 +811,26 @@ func checkDataDir(dir string) error {
 		return err
 	}
 	return checkDataDirWritable(dir)
+}
+
+// unmappedDoors warns of each door of the locker's store that the door map
+// does not name: its codes would end in door_fault. A warning, not an error:
+// one unmapped door must not keep the other doors of the locker shut.
+func unmappedDoors(m DoorMap, cfg Config) []string {
+	doors, err := store.ReadDoors(filepath.Join(cfg.DataDir, "locky.db"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil // a new locker: its doors come from the back-end
+	case err != nil:
+		return []string{fmt.Sprintf("cannot check the doors of --data-dir against --door-map (%v); the gateway logs the unmapped ones at start", err)}
+	}
+	var warnings []string
+	for _, d := range doors {
+		if !m.Maps(d.ID) {
+			warnings = append(warnings, fmt.Sprintf("door %d of the locker is not in --door-map %s: it cannot open until a `door %d …` line names it", d.ID, cfg.DoorMap, d.ID))
+		}
+	}
+	return warnings
 }
 
 // checkDataDirPath reports whether dir exists, and an error if it is a file,

@@ -150,6 +150,21 @@ func buildDoorMap(lines []doorMapLine) (DoorMap, error) {
 	return m, nil
 }
 
+// Maps reports whether the map names door n.
+func (m DoorMap) Maps(n int) bool {
+	if _, ok := m.Kerong.Doors[n]; ok {
+		return true
+	}
+	for _, c := range m.Modbus {
+		for _, d := range c.Doors {
+			if d.Door == n {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // check builds each bank, as the gateway will, so that a mistake the banks
 // find (a channel used twice, an address out of range) is said before start.
 func (m DoorMap) check() error {
@@ -375,16 +390,6 @@ func (m DoorMap) newBanks(set *metrics.Set, log *slog.Logger) (*banks, error) {
 		b.all = append(b.all, mb)
 	}
 	return b, nil
-}
-
-// Doors returns the mapped door numbers, in order.
-func (b *banks) Doors() []int {
-	out := make([]int, 0, len(b.byDoor))
-	for n := range b.byDoor {
-		out = append(out, n)
-	}
-	sort.Ints(out)
-	return out
 }
 
 func (b *banks) Open(door int) error {

@@ -1,12 +1,16 @@
 package gateway_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/handlers/store"
 	"github.com/locky-edge/locky/lockio/modbus"
 )
 
@@ -112,4 +116,45 @@ func FuzzReadDoorMap(f *testing.F) {
 			t.Errorf("ReadDoorMap(%q) accepted a map without doors", content)
 		}
 	})
+}
+
+// TestCheckConfigNamesUnmappedDoors: --check-config warns of each door of
+// the locker's store that the door map does not name (its codes would end in
+// door_fault), and stays quiet for a new locker.
+func TestCheckConfigNamesUnmappedDoors(t *testing.T) {
+	cfg := gateway.Defaults()
+	cfg.DataDir, cfg.SimDoors = t.TempDir(), 0
+	cfg.DoorMap = writeDoorMap(t, "door 1 kerong /dev/ttyUSB0 board=0 lock=1\ndoor 2 kerong /dev/ttyUSB0 board=0 lock=2")
+	unmapped := func() []string {
+		t.Helper()
+		warnings, err := gateway.Check(cfg)
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		var out []string
+		for _, w := range warnings {
+			if strings.Contains(w, "not in --door-map") {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	if w := unmapped(); len(w) != 0 {
+		t.Errorf("warnings for a new locker %q; want none", w)
+	}
+	s, err := store.Open(store.Config{Path: filepath.Join(cfg.DataDir, "locky.db"), CodeKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int{1, 2, 3} {
+		if _, err := s.UpsertDoor(time.Now(), fmt.Sprintf("d-%d", id), contract.Door{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w := unmapped(); len(w) != 1 || !strings.Contains(w[0], "door 3 of the locker is not in --door-map") {
+		t.Errorf("warnings %q; want one, for door 3", w)
+	}
 }

@@ -411,12 +411,8 @@ func (g *Gateway) newBoards() error {
 	if err != nil {
 		return fmt.Errorf("cannot read the doors to check them against --door-map: %w", err)
 	}
-	mapped := map[int]bool{}
-	for _, n := range g.boards.Doors() {
-		mapped[n] = true
-	}
 	for _, d := range doors {
-		if !mapped[d.ID] {
+		if !m.Maps(d.ID) {
 			g.log.Warn("a door of the locker is not in the door map: it cannot open until the map names it", "door", d.ID, "door_map", g.cfg.DoorMap)
 		}
 	}

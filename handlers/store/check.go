@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/locky-edge/locky/handlers/contract"
 )
 
 // CheckFile checks the database file at path, without writing to it: bbolt's
@@ -120,4 +123,34 @@ func checkOutboxBytes(tx *bolt.Tx) error {
 		errs = append(errs, fmt.Errorf("outbox holds %d messages but %d are booked", n, booked))
 	}
 	return errors.Join(errs...)
+}
+
+// ReadDoors returns the doors of the closed database at path, read-only;
+// os.ErrNotExist when there is none yet. A database a running gateway holds
+// is an error after a second (its lock).
+func ReadDoors(path string) ([]contract.Door, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %q (a running gateway holds it?): %w", path, err)
+	}
+	defer db.Close()
+	var doors []contract.Door
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDoors)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var d contract.Door
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("a door record does not decode: %w", err)
+			}
+			doors = append(doors, d)
+			return nil
+		})
+	})
+	return doors, err
 }
