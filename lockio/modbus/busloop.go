@@ -71,7 +71,11 @@ func (b *Bank) runBus(ctx context.Context, bs *bus) {
 			return
 		}
 		if err := exchange("coil", func() error { return c.writeCoil(d.board.unit, d.Coil, true) }); err != nil {
-			b.log.Warn("lock pulse not sent", "door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "err", err)
+			// The board may have switched the coil on and its answer been
+			// lost: switch it off all the same, or the lock stays energised.
+			pulses[d] = time.Now().Add(b.cfg.PulseLength)
+			b.log.Warn("lock pulse not confirmed by the board; its coil is switched off after the pulse all the same",
+				"door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "err", err)
 			failed(d.board, err)
 			return
 		}

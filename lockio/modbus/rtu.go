@@ -128,7 +128,14 @@ func (c *rtu) transact(req []byte) ([]byte, error) {
 	case fn != req[1]:
 		return nil, fmt.Errorf("%w: function %d answered with function %d", ErrFrame, req[1], fn)
 	case fn == fcReadDiscreteInputs:
-		total = 3 + int(c.buf[2]) + 2
+		// The byte count is the board's word: check it against what was
+		// asked before reading that much (a count of 252 would run past
+		// the buffer).
+		want := (int(binary.BigEndian.Uint16(req[4:])) + 7) / 8
+		if int(c.buf[2]) != want {
+			return nil, fmt.Errorf("%w: %d bytes of inputs announced for %d asked", ErrFrame, c.buf[2], want)
+		}
+		total = 3 + want + 2
 	default:
 		total = 8
 	}

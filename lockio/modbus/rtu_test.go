@@ -66,6 +66,8 @@ func TestReadInputsResponses(t *testing.T) {
 	f(withCRC(2, 2, 1, 5), ErrFrame)                 // another unit
 	f(withCRC(1, 3, 1, 5), ErrFrame)                 // another function
 	f(withCRC(1, 2, 2, 5, 0), ErrFrame)              // wrong byte count
+	// A byte count past the buffer (noise, broken firmware): refused, not a panic.
+	f(append([]byte{1, 2, 0xff}, make([]byte, 260)...), ErrFrame)
 
 	p := &scriptedPort{resp: withCRC(1, 0x82, 2)}
 	c := &rtu{p: p, timeout: 20 * time.Millisecond, silence: time.Millisecond}
