@@ -395,7 +395,8 @@ func (g *Gateway) newBoards() error {
 	// reported jammed before the controller's own timeout, so that one jam
 	// is one door_fault, with the reason.
 	m.Kerong.JamTimeout = g.cfg.DoorTimeout * 3 / 5
-	// A Modbus open that waited for its bus past half the door timeout is
+	m.Kerong.OpenWait = g.cfg.DoorTimeout / 2
+	// An unlock that waited for its bus past half the door timeout is
 	// dropped: sent later, the door would open after the screen said it
 	// did not (and count as forced open).
 	for i := range m.Modbus {

@@ -52,7 +52,7 @@ type bus struct {
 	cfg    Bus
 	mode   *serial.Mode
 	boards []*board
-	opens  chan *door
+	opens  chan openReq
 	down   atomic.Bool  // the adapter is not open
 	faults atomic.Int64 // boards unreachable, for the gauge
 
@@ -62,6 +62,7 @@ type bus struct {
 
 	sent        map[string]*metrics.Counter
 	errs        map[string]*metrics.Counter
+	dropped     *metrics.Counter // unlocks that waited past OpenWait
 	latency     *metrics.Histogram
 	cycle       *metrics.Histogram
 	downSince   bool
@@ -149,7 +150,7 @@ func (b *Bank) newBus(path string, cfg Bus) *bus {
 		path:  path,
 		cfg:   cfg,
 		mode:  &serial.Mode{BaudRate: cfg.Baud, DataBits: 8, Parity: p, StopBits: stop},
-		opens: make(chan *door, 64),
+		opens: make(chan openReq, 64),
 		rd:    make([]byte, 64),
 		sent:  map[string]*metrics.Counter{},
 		errs:  map[string]*metrics.Counter{},
@@ -161,6 +162,7 @@ func (b *Bank) newBus(path string, cfg Bus) *bus {
 	for _, k := range []string{"timeout", "checksum", "unplugged"} {
 		bs.errs[k] = set.GetOrCreateCounter(fmt.Sprintf(`locky_kerong_errors_total{bus=%q,kind=%q}`, path, k))
 	}
+	bs.dropped = set.GetOrCreateCounter(fmt.Sprintf(`locky_kerong_opens_dropped_total{bus=%q}`, path))
 	bs.latency = set.GetOrCreateHistogram(fmt.Sprintf(`locky_kerong_response_latency_seconds{bus=%q}`, path))
 	bs.cycle = set.GetOrCreateHistogram(fmt.Sprintf(`locky_kerong_poll_cycle_seconds{bus=%q}`, path))
 	set.GetOrCreateGauge(fmt.Sprintf(`locky_kerong_boards_unreachable{bus=%q}`, path), func() float64 {
@@ -263,7 +265,7 @@ func (b *Bank) Open(n int) error {
 		return fmt.Errorf("kerong: door %d on %s: %w", n, d.bus.path, ErrBusDown)
 	}
 	select {
-	case d.bus.opens <- d:
+	case d.bus.opens <- openReq{d, time.Now()}:
 		return nil
 	default:
 		return fmt.Errorf("kerong: door %d on %s: %w", n, d.bus.path, ErrQueueFull)
@@ -305,6 +307,15 @@ func (bs *bus) unplugged(err error) {
 	}
 	for _, bd := range bs.boards {
 		bs.fault(bd, bs.downReason)
+	}
+	for { // what waited for this adapter is not sent when it comes back
+		select {
+		case r := <-bs.opens:
+			bs.dropped.Inc()
+			bs.bank.log.Warn("unlock dropped: its bus adapter is gone", "door", r.d.n, "bus", bs.path)
+		default:
+			return
+		}
 	}
 }
 
@@ -363,9 +374,9 @@ func (bs *bus) run(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case d := <-bs.opens:
+		case r := <-bs.opens:
 			t.Stop()
-			bs.unlock(d)
+			bs.unlock(r)
 		case <-t.C:
 		}
 	}
@@ -386,15 +397,27 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func (bs *bus) serveOpens() {
 	for bs.port != nil {
 		select {
-		case d := <-bs.opens:
-			bs.unlock(d)
+		case r := <-bs.opens:
+			bs.unlock(r)
 		default:
 			return
 		}
 	}
 }
 
-func (bs *bus) unlock(d *door) {
+// openReq is an unlock asked for, and when.
+type openReq struct {
+	d  *door
+	at time.Time
+}
+
+func (bs *bus) unlock(r openReq) {
+	d := r.d
+	if waited := time.Since(r.at); waited > bs.bank.cfg.OpenWait {
+		bs.dropped.Inc()
+		bs.bank.log.Warn("unlock waited too long for the bus; dropped, the controller has given up on it", "door", d.n, "bus", bs.path, "waited", waited)
+		return
+	}
 	if bs.port == nil {
 		return
 	}

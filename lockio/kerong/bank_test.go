@@ -293,3 +293,28 @@ var _ interface {
 	Open(door int) error
 	Watch(report func(door int, st contract.DoorState))
 } = (*Bank)(nil)
+
+// TestAnUnlockThatWaitedTooLongIsDropped: an unlock that waited for its bus
+// past OpenWait (a silent board before it, an adapter that was gone) is not
+// sent: the door would open after the controller told the customer it did
+// not. The one behind it, fresh, is.
+func TestAnUnlockThatWaitedTooLongIsDropped(t *testing.T) {
+	boards, doors := oneBoard()
+	r := newRig(t, boards, doors, nil)
+	r.expect(1, contract.DoorUnknown, "not read")
+	r.expect(1, contract.DoorClosed, "")
+	r.expect(2, contract.DoorUnknown, "not read")
+	r.expect(2, contract.DoorClosed, "")
+
+	bs := r.bank.buses[0]
+	bs.opens <- openReq{d: r.bank.doors[1], at: time.Now().Add(-time.Hour)} // as if queued an hour ago
+	r.open(2)
+	r.emu.AwaitUnlock(t, 1, 2)
+	r.expect(2, contract.DoorOpen, "")
+	r.metricAtLeastOne(`locky_kerong_opens_dropped_total{bus=%q}`)
+	var buf bytes.Buffer
+	r.set.WritePrometheus(&buf)
+	if want := fmt.Sprintf(`locky_kerong_frames_sent_total{bus=%q,kind="unlock"} 1`, r.socat.A); !strings.Contains(buf.String(), want+"\n") {
+		t.Errorf("unlock frames sent: want only the fresh one (%s) in\n%s", want, buf.String())
+	}
+}

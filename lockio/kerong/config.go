@@ -29,6 +29,12 @@ type Config struct {
 	// take to show the door open before the door is reported as a fault
 	// with reason "jammed". Zero means 3 s.
 	JamTimeout time.Duration
+	// OpenWait is how long an unlock may wait for its bus (a board timing
+	// out before it, the adapter gone) before it is dropped rather than
+	// sent: a door popping open after the controller gave up on it is worse
+	// than none. Keep it well below the controller's door timeout. Zero
+	// means 2.5 s.
+	OpenWait time.Duration
 	// Metrics receives the bank's metrics. Nil means a private set.
 	Metrics *metrics.Set
 	// Logger receives the bank's logs. Nil means slog.Default().
@@ -90,6 +96,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.JamTimeout == 0 {
 		c.JamTimeout = 3 * time.Second
+	}
+	if c.OpenWait == 0 {
+		c.OpenWait = 2500 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
