@@ -35,7 +35,9 @@ type Outbox interface {
 // topic have run, with nil only when they committed it, so that the bridge
 // may then acknowledge it upstream. An error means the locker could not take
 // it (yet): the bridge retries the same message, with back-off, before any
-// later one.
+// later one. An error with an Unhandled() method that returns true means no
+// handler takes the topic at all (a mapping mistake): the bridge acknowledges
+// it and counts it dropped instead, since retrying would publish it again.
 type Local interface {
 	Deliver(topic string, payload []byte, qos byte) error
 }

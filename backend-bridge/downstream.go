@@ -139,6 +139,17 @@ func (b *Bridge) deliverOne(ctx context.Context, cli *paho.Client, m downMsg) bo
 		if err == nil {
 			break
 		}
+		if isUnhandled(err) {
+			// Retrying would publish it again, to the topic's plain
+			// subscribers, at every back-off step (a door command mapped
+			// by mistake would pulse the door each time): it is a mapping
+			// mistake, dropped and counted once.
+			b.m.unmapped.Inc()
+			b.downLog.Log(slog.LevelError, "no handler of the locker takes this downstream topic: acknowledged and dropped; map the cloud's messages onto locky/down/ (--cloud-down)",
+				"topic", m.topic, "error", err)
+			b.ack(cli, m.pub)
+			return true
+		}
 		failures++
 		b.m.retries.Inc()
 		wait := b.localBackoff(failures)
@@ -164,6 +175,14 @@ func (b *Bridge) deliverOne(ctx context.Context, cli *paho.Client, m downMsg) bo
 		b.publishStatus(ctx, cli, downState{})
 	}
 	return true
+}
+
+// isUnhandled reports whether err says that no handler of the locker takes
+// the topic (Local's error has an Unhandled() true method), as opposed to a
+// handler that could not commit it yet.
+func isUnhandled(err error) bool {
+	var u interface{ Unhandled() bool }
+	return errors.As(err, &u) && u.Unhandled()
 }
 
 // localBackoff is the pause after the n-th failed local delivery in a row:

@@ -72,7 +72,8 @@ type local struct {
 	got chan string // "topic payload"
 
 	mu       sync.Mutex
-	failNext int // fail this many Deliver calls on locky/down/...
+	failNext  int    // fail this many Deliver calls on locky/down/...
+	unhandled string // Deliver answers "no handler" to topics with this prefix
 	attempts map[string]int
 }
 
@@ -94,6 +95,10 @@ func newLocal(t testing.TB) *local {
 func (l *local) Deliver(topic string, payload []byte, qos byte) error {
 	l.mu.Lock()
 	l.attempts[string(payload)]++
+	if l.unhandled != "" && strings.HasPrefix(topic, l.unhandled) {
+		l.mu.Unlock()
+		return noHandler{}
+	}
 	fail := l.failNext > 0 && strings.HasPrefix(topic, "locky/down/")
 	if fail {
 		l.failNext--
@@ -104,6 +109,12 @@ func (l *local) Deliver(topic string, payload []byte, qos byte) error {
 	}
 	return l.Server.Publish(topic, payload, false, qos)
 }
+
+// noHandler is the locker's broker's answer when no handler takes a topic.
+type noHandler struct{}
+
+func (noHandler) Error() string   { return "no handler of the locker subscribes to this topic" }
+func (noHandler) Unhandled() bool { return true }
 
 func (l *local) attemptsOf(payload string) int {
 	l.mu.Lock()

@@ -19,6 +19,7 @@ import (
 	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/linefile"
 	"github.com/locky-edge/locky/gateway/metricspush"
+	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/controller"
 	"github.com/locky-edge/locky/handlers/store"
 )
@@ -665,6 +666,17 @@ func (c *Config) Validate() error {
 	for name, v := range map[string]string{"--cloud-up": c.CloudUp, "--cloud-down": c.CloudDown} {
 		if _, err := ParseMappings(v); err != nil {
 			bad("%s: %v", name, err)
+		}
+	}
+	// The cloud reaches the locker's handlers on locky/down/ only: a mapping
+	// onto the door commands or the screen would let the cloud broker (and
+	// whoever may publish there) open doors and enter codes past the
+	// workflow.
+	if down, err := ParseMappings(c.CloudDown); err == nil {
+		for _, m := range down {
+			if m.To != "locky/down/#" && !strings.HasPrefix(m.To, contract.TopicDownPrefix) {
+				bad("--cloud-down %s=%s: a cloud message may only land below %s (the back-end's topics)", m.From, m.To, contract.TopicDownPrefix)
+			}
 		}
 	}
 	if c.MetricsPushURL != "" {

@@ -64,6 +64,8 @@ func TestBadConfigurationsSayWhatToFix(t *testing.T) {
 	f([]string{"--locker-id", "a/b"}, "", "--locker-id")
 	f([]string{"--cloud-url", "http://x"}, "", "want mqtt://host:port")
 	f([]string{"--cloud-up", "locky/up/#"}, "", "--cloud-up")
+	f([]string{"--cloud-down", "lockers/{id}/doors/#=locky/doors/#@1"}, "", "a cloud message may only land below locky/down/")
+	f([]string{"--cloud-down", "lockers/{id}/code=locky/screen/code@1"}, "", "a cloud message may only land below locky/down/")
 	f([]string{"--lockout-base", "2h"}, "", "--lockout-max 1h0m0s is shorter than --lockout-base")
 	f([]string{"--metrics-push-url", "ftp://vm/x"}, "", "--metrics-push-url")
 	f([]string{"extra"}, "", `unexpected argument "extra"`)

@@ -18,8 +18,14 @@ import (
 const delivererID = reservedClientIDPrefix + "-deliver"
 
 // ErrUnhandled is Deliver's answer when no handler subscribed to the topic:
-// nothing on the locker took the message.
-var ErrUnhandled = errors.New("no handler of the locker subscribes to this topic")
+// nothing on the locker took the message. It says so to the bridge too
+// (its Unhandled method), which then does not retry it.
+var ErrUnhandled error = unhandledError{}
+
+type unhandledError struct{}
+
+func (unhandledError) Error() string   { return "no handler of the locker subscribes to this topic" }
+func (unhandledError) Unhandled() bool { return true }
 
 // delivery collects the answers of the handlers to one Deliver.
 type delivery struct {
@@ -74,6 +80,9 @@ func (b *Broker) Handle(filter string, fn func(contract.Message) error) error {
 		err := fn(message(pk))
 		if pk.Origin == delivererID {
 			if res := b.deliver.current.Load(); res != nil {
+				if errors.Is(err, contract.ErrNotMine) {
+					return // left to the topic's other handler
+				}
 				res.handled++
 				if err != nil {
 					res.errs = append(res.errs, err)
@@ -81,7 +90,7 @@ func (b *Broker) Handle(filter string, fn func(contract.Message) error) error {
 				return
 			}
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, contract.ErrNotMine) {
 			b.log.Error("a message published on the local broker was not taken by its handler", "topic", pk.TopicName, "err", err)
 		}
 	})

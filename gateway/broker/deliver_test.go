@@ -59,3 +59,31 @@ func TestDeliverAnswersWithTheHandlersError(t *testing.T) {
 		t.Errorf("Deliver on a topic no handler takes: %v; want ErrUnhandled", err)
 	}
 }
+
+// TestDeliverCountsOnlyTheHandlerThatTakesIt: a handler whose filter matches
+// but that leaves the topic to another (contract.ErrNotMine) does not make
+// a message handled: alone, the answer is ErrUnhandled, which tells the
+// bridge not to retry it.
+func TestDeliverCountsOnlyTheHandlerThatTakesIt(t *testing.T) {
+	b := startBroker(t, Config{AllowAnonymous: true})
+	if err := b.Handle("locky/down/#", func(m contract.Message) error {
+		if m.Topic == contract.TopicDownCommands {
+			return contract.ErrNotMine
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Deliver(contract.TopicDownCommands, []byte(`{}`), 1)
+	var u interface{ Unhandled() bool }
+	if !errors.Is(err, ErrUnhandled) || !errors.As(err, &u) || !u.Unhandled() {
+		t.Fatalf("Deliver with only a handler that leaves the topic: %v; want ErrUnhandled, saying so", err)
+	}
+	committed := errors.New("taken")
+	if err := b.Handle(contract.TopicDownCommands, func(contract.Message) error { return committed }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Deliver(contract.TopicDownCommands, []byte(`{}`), 1); !errors.Is(err, committed) {
+		t.Errorf("Deliver with the topic's own handler: %v; want its answer", err)
+	}
+}

@@ -196,6 +196,12 @@ type Message struct {
 	Correlation   []byte
 }
 
+// ErrNotMine is a handler's answer to a message its filter matched but
+// another handler takes (the store handler's locky/down/# and the
+// controller's locky/down/commands): the message does not count as handled
+// by it.
+var ErrNotMine = errors.New("this topic is another handler's")
+
 // CheckResponseTopic reports whether topic may receive an MQTT 5 response.
 // The gateway publishes responses as itself, past the broker's ACLs, so a
 // response topic must not be one of the contract's own (locky/…), a $SYS

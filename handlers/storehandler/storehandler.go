@@ -130,7 +130,7 @@ func New(cfg Config) (*Handler, error) {
 func (h *Handler) Start(context.Context) error {
 	err := h.cfg.Broker.Handle(contract.TopicDownPrefix+"#", func(m contract.Message) error {
 		if m.Topic == contract.TopicDownCommands {
-			return nil // the controller's
+			return contract.ErrNotMine // the controller's
 		}
 		return h.Handle(m)
 	})
