@@ -33,8 +33,11 @@ func checkFormat(tx *bolt.Tx, path string) (int64, error) {
 	if meta == nil {
 		return 0, nil
 	}
+	if raw := meta.Get(keyFormat); raw != nil && len(raw) != 8 {
+		return 0, fmt.Errorf("%q records its format in %d bytes, not 8: the database is damaged; restore it from a backup", path, len(raw))
+	}
 	v := metaInt(tx, keyFormat)
-	if v > FormatVersion {
+	if v < 0 || v > FormatVersion { // < 0: above 2^63, newer than anything
 		return v, fmt.Errorf("%w: %q is format %d, and this locky-gateway reads format %d at most: it was written by a newer release; run that release again, or restore the backup made before the upgrade",
 			ErrNewerFormat, path, v, FormatVersion)
 	}
