@@ -77,7 +77,8 @@
 // Metrics, all with a bus label: locky_kerong_frames_sent_total{kind},
 // locky_kerong_errors_total{kind=timeout|checksum|unplugged},
 // locky_kerong_response_latency_seconds, locky_kerong_poll_cycle_seconds,
-// locky_kerong_boards_unreachable.
+// locky_kerong_boards_unreachable, locky_kerong_opens_dropped_total (unlocks
+// that waited past OpenWait for their bus, or whose adapter went away).
 //
 // Known limit: an adapter that echoes the host's own bytes would make a
 // read-all request of an 8-channel board look like its reply (all doors
