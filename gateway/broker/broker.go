@@ -374,12 +374,12 @@ func (c *queuedConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	if len(c.queued)+len(p) > c.q.maxQueued {
+	if n := len(c.queued) + len(p); n > c.q.maxQueued {
 		c.err = fmt.Errorf("client reads too slowly: over %d bytes queued (raise the broker's MaxQueuedBytes if this is no attack): %w", c.q.maxQueued, net.ErrClosed)
 		err := c.err
-		c.mu.Unlock()
+		c.mu.Unlock() // n, not c.queued, below: the sender owns it now
 		c.q.queueFull.Inc()
-		c.q.log.Warn("MQTT client disconnected: it does not read what it subscribed to", "remote", c.RemoteAddr().String(), "queued_bytes", len(c.queued)+len(p))
+		c.q.log.Warn("MQTT client disconnected: it does not read what it subscribed to", "remote", c.RemoteAddr().String(), "queued_bytes", n)
 		c.abort()
 		return 0, err
 	}
