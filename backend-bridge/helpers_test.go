@@ -71,10 +71,10 @@ type local struct {
 	*mqtt.Server
 	got chan string // "topic payload"
 
-	mu       sync.Mutex
+	mu        sync.Mutex
 	failNext  int    // fail this many Deliver calls on locky/down/...
 	unhandled string // Deliver answers "no handler" to topics with this prefix
-	attempts map[string]int
+	attempts  map[string]int
 }
 
 func newLocal(t testing.TB) *local {
