@@ -62,8 +62,16 @@ func newCutDisk(t *testing.T) *cutDisk {
 	sh(t, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", d.outerDev)
 	sh(t, "mount", "-o", "noatime", d.outerDev, d.outerMnt)
 	t.Cleanup(func() {
-		_ = exec.Command("fsfreeze", "-u", d.outerMnt).Run()
-		_ = exec.Command("umount", d.outerMnt).Run()
+		_ = exec.Command("fsfreeze", "-u", d.outerMnt).Run() // fails when not frozen, as it should be by now
+		// The inner loop device, detached just before, may still hold its
+		// image for a moment (the kernel releases it asynchronously, later
+		// under load): then detach the mount point at once and let the
+		// kernel finish, so that the test's temporary dir can be removed.
+		if out, err := exec.Command("umount", d.outerMnt).CombinedOutput(); err != nil {
+			if lout, lerr := exec.Command("umount", "--lazy", d.outerMnt).CombinedOutput(); lerr != nil {
+				t.Errorf("cannot unmount %s: %v: %s; lazily: %v: %s", d.outerMnt, err, out, lerr, lout)
+			}
+		}
 	})
 	d.img = filepath.Join(d.outerMnt, "card.img")
 	sh(t, "truncate", "-s", "32M", d.img)
@@ -77,12 +85,12 @@ func (d *cutDisk) attach(t *testing.T, format bool) {
 	t.Helper()
 	d.dev = sh(t, "losetup", "--find", "--show", d.img)
 	dev := d.dev
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() }) // restore detached all but the last: their error is expected
 	if format {
 		sh(t, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", d.dev)
 	}
 	sh(t, "mount", "-o", "noatime", d.dev, d.mnt)
-	t.Cleanup(func() { _ = exec.Command("umount", d.mnt).Run() })
+	t.Cleanup(func() { _ = exec.Command("umount", d.mnt).Run() }) // restore unmounted all but the last: their error is expected
 }
 
 // cut stops every write to the inner device, calls acked (everything it
