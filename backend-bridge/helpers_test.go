@@ -29,11 +29,15 @@ import (
 // waitFor bounds every wait for something to arrive.
 const waitFor = 30 * time.Second
 
-// openStore opens a store at path; the cleanup closes it and checks the
-// database file.
-func openStore(t testing.TB, path string) *store.Store {
+// openStore opens a store at path, each of opts changing its configuration
+// first; the cleanup closes it and checks the database file.
+func openStore(t testing.TB, path string, opts ...func(*store.Config)) *store.Store {
 	t.Helper()
-	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t)})
+	cfg := store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := store.Open(cfg)
 	if err != nil {
 		t.Fatalf("cannot open the store: %s", err)
 	}

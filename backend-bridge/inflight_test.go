@@ -152,19 +152,8 @@ func TestInflightNotDropped(t *testing.T) {
 	}
 	bound := 10 * st.Bytes // about ten events
 	var dropped atomic.Int64
-	path := filepath.Join(t.TempDir(), "db")
-	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t),
-		OutboxMaxBytes: bound, OnDrop: func(_ string, n int) { dropped.Add(int64(n)) }})
-	if err != nil {
-		t.Fatalf("cannot open the store: %s", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the store: %s", err)
-		}
-		if err := store.CheckFile(path); err != nil {
-			t.Errorf("database check: %s", err)
-		}
+	s := openStore(t, filepath.Join(t.TempDir(), "db"), func(c *store.Config) {
+		c.OutboxMaxBytes, c.OnDrop = bound, func(_ string, n int) { dropped.Add(int64(n)) }
 	})
 
 	const window = 8
