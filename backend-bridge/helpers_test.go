@@ -241,6 +241,17 @@ func (c *cloudClient) connectOnce(ctx context.Context) *paho.Client {
 	return cli
 }
 
+// awaitReconnect waits until the client has connected and subscribed again
+// (or has done so since the last wait).
+func (c *cloudClient) awaitReconnect(t testing.TB) {
+	t.Helper()
+	select {
+	case <-c.up:
+	case <-time.After(waitFor):
+		t.Fatalf("cloud client %s did not reconnect to %s", c.connect.ClientID, c.addr)
+	}
+}
+
 func (c *cloudClient) client() *paho.Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()

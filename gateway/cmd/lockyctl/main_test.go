@@ -376,8 +376,10 @@ func TestWatchSurvivesABrokerRestart(t *testing.T) {
 	checkDoors(t, w.awaitEvents(1), "L1", 1)
 
 	cloud.Restart()
-	appendEvents(t, s, 2, 3)
+	// Mosquitto 2.0.11 queues nothing for a session that was connected when
+	// it stopped until that session reconnects: the events come after.
 	w.awaitStderr("reconnected to " + cloud.URL() + ": session resumed")
+	appendEvents(t, s, 2, 3)
 	checkDoors(t, w.awaitEvents(3), "L1", 1, 2, 3)
 	if code := w.stop(); code != 0 {
 		t.Fatalf("watch stopped: exit %d; stderr:\n%s", code, w.stderr)
