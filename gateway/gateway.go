@@ -391,15 +391,15 @@ func (g *Gateway) newBoards() error {
 	if err != nil {
 		return fmt.Errorf("--door-map: %w", err)
 	}
-	// A Kerong lock whose sensor does not change after the unlock is
-	// reported jammed before the controller's own timeout, so that one jam
-	// is one door_fault, with the reason.
+	// A lock whose sensor does not change after the unlock is reported
+	// jammed before the controller's own timeout, so that one jam is one
+	// door_fault, with the reason. An unlock that waited for its bus past
+	// half the door timeout is dropped: sent later, the door would open
+	// after the screen said it did not (and count as forced open).
 	m.Kerong.JamTimeout = g.cfg.DoorTimeout * 3 / 5
 	m.Kerong.OpenWait = g.cfg.DoorTimeout / 2
-	// An unlock that waited for its bus past half the door timeout is
-	// dropped: sent later, the door would open after the screen said it
-	// did not (and count as forced open).
 	for i := range m.Modbus {
+		m.Modbus[i].JamTimeout = g.cfg.DoorTimeout * 3 / 5
 		m.Modbus[i].OpenWait = g.cfg.DoorTimeout / 2
 	}
 	if g.boards, err = m.newBanks(g.metrics, g.log); err != nil {

@@ -41,6 +41,13 @@ type door struct {
 	Door
 	bus   *bus
 	board *board
+
+	// Owned by the bus goroutine: an accepted pulse the sensor has not
+	// answered yet, and a jam reported until the sensor reading changes.
+	pending    bool
+	since      time.Time // of the pending pulse
+	jammed     bool
+	jamReading bool // the sensor's open reading when the jam was reported
 }
 
 type bus struct {
@@ -56,9 +63,10 @@ type board struct {
 	doors        []*door
 	first, count uint16 // the inputs read in one request
 
-	inFault bool // an episode is under way; its fault was reported
-	backoff time.Duration
-	retryAt time.Time
+	inFault  bool // an episode is under way; its fault was reported
+	failures int  // failed exchanges in a row
+	backoff  time.Duration
+	retryAt  time.Time
 }
 
 type openCmd struct {
@@ -245,6 +253,9 @@ func (b *Bank) fault(bs *bus, bd *board, reason string) bool {
 	bd.inFault = true
 	bs.down.Add(1)
 	for _, d := range bd.doors {
+		// Unread, a pulse cannot be judged and a jam cannot be seen to end:
+		// after the board is back, its doors report what the sensors say.
+		d.pending, d.jammed = false, false
 		b.publish(d.Door.Door, contract.DoorState{State: contract.DoorFault, Reason: reason})
 	}
 	return true
@@ -257,10 +268,14 @@ func (b *Bank) sensed(bs *bus, bd *board, bits []bool) {
 		bs.down.Add(-1)
 		b.log.Info("board answers again", "bus", bs.device, "unit", bd.unit)
 	}
-	bd.backoff, bd.retryAt = 0, time.Time{}
+	bd.backoff, bd.retryAt, bd.failures = 0, time.Time{}, 0
+	now := time.Now()
 	for _, d := range bd.doors {
 		in := bits[d.Input-bd.first]
 		open := in == (d.Polarity == OpenWhen1)
+		if b.jammed(bs, d, open, now) {
+			continue
+		}
 		st := contract.DoorState{State: contract.DoorClosed, Reason: "sensor"}
 		if open {
 			st.State = contract.DoorOpen
@@ -271,6 +286,30 @@ func (b *Bank) sensed(bs *bus, bd *board, bits []bool) {
 		}
 		b.publish(d.Door.Door, st)
 	}
+}
+
+// jammed follows an accepted pulse: the sensor reading open ends it; no
+// change within JamTimeout is a fault with reason "jammed", kept until the
+// reading changes (the door was forced, or the lock freed). It returns
+// whether the door is jammed, so that its sensor state is not reported.
+func (b *Bank) jammed(bs *bus, d *door, open bool, now time.Time) bool {
+	if d.pending && open {
+		d.pending = false
+	}
+	if d.jammed {
+		if open == d.jamReading {
+			return true
+		}
+		d.jammed = false
+	}
+	if !d.pending || now.Sub(d.since) <= b.cfg.JamTimeout {
+		return false
+	}
+	d.pending, d.jammed, d.jamReading = false, true, open
+	b.log.Warn("lock pulsed but the door did not open", "door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "coil", d.Coil)
+	b.publish(d.Door.Door, contract.DoorState{State: contract.DoorFault,
+		Reason: fmt.Sprintf("jammed: coil %d of unit %d was pulsed, the door sensor (input %d) did not change", d.Coil, d.board.unit, d.Input)})
+	return true
 }
 
 func newBusMetrics(set *metrics.Set, bs *bus) *busMetrics {

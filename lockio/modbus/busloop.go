@@ -6,186 +6,246 @@ import (
 	"time"
 )
 
+// busLoop is the state of one bus's goroutine: nothing in it is shared.
+type busLoop struct {
+	b  *Bank
+	bs *bus
+
+	c           *rtu // nil while the port is closed
+	portBackoff time.Duration
+	portRetry   time.Time
+	pulses      map[*door]time.Time // coil on until
+	offRetry    time.Time           // after a failed coil-off
+	next        int                 // the board to poll next
+	cycleStart  time.Time
+	nextCycle   time.Time
+}
+
 // runBus owns one serial bus until ctx ends. Each turn does one thing, in
 // this order: switch off a coil whose pulse is over (a lock must never stay
 // energised), send a queued open command, poll the next board of the cycle;
 // otherwise it waits for the next of these to fall due, or for a command.
 func (b *Bank) runBus(ctx context.Context, bs *bus) {
-	var (
-		c           *rtu // nil while the port is closed
-		portBackoff time.Duration
-		portRetry   time.Time
-		pulses      = map[*door]time.Time{} // coil on until
-		offRetry    time.Time               // after a failed coil-off
-		next        int                     // the board to poll next
-		cycleStart  time.Time
-		nextCycle   = time.Now()
-	)
-	closePort := func(err error) {
-		if c != nil {
-			if cerr := c.p.Close(); cerr != nil {
-				b.log.Debug("cannot close the serial port", "bus", bs.device, "err", cerr)
-			}
-			c = nil
-		}
-		portBackoff = min(max(2*portBackoff, b.cfg.RetryMin), b.cfg.RetryMax)
-		portRetry = time.Now().Add(portBackoff)
-		reason := "adapter unplugged: " + err.Error()
-		for _, bd := range bs.boards {
-			b.fault(bs, bd, reason)
-			bd.retryAt = time.Time{} // poll it as soon as the port is back
-		}
-	}
-	// failed handles a failed exchange with bd; it returns false when the
-	// port was lost.
-	failed := func(bd *board, err error) {
-		if errors.Is(err, ErrPort) {
-			b.log.Warn("serial adapter lost; reopening with back-off", "bus", bs.device, "err", err)
-			closePort(err)
-			return
-		}
-		if b.fault(bs, bd, err.Error()) {
-			b.log.Warn("board failed; its doors are in fault, retrying with back-off", "bus", bs.device, "unit", bd.unit, "err", err)
-		} else {
-			b.log.Debug("board still failing", "bus", bs.device, "unit", bd.unit, "err", err, "retry_in", bd.backoff)
-		}
-	}
-	exchange := func(kind string, f func() error) error {
-		bs.metrics.framesSent[kind].Inc()
-		start := time.Now()
-		err := f()
-		var ex *ExceptionError
-		if err == nil || errors.As(err, &ex) {
-			bs.metrics.response.UpdateDuration(start)
-		}
-		if err != nil {
-			bs.metrics.errors[errorKind(err)].Inc()
-		}
-		return err
-	}
-	sendOpen := func(cmd openCmd) {
-		d := cmd.door
-		if age := time.Since(cmd.at); age > b.cfg.OpenWait {
-			bs.metrics.opensDropped.Inc()
-			b.log.Warn("open command waited too long for the bus; dropped", "door", d.Door.Door, "bus", bs.device, "waited", age)
-			return
-		}
-		if err := exchange("coil", func() error { return c.writeCoil(d.board.unit, d.Coil, true) }); err != nil {
-			// The board may have switched the coil on and its answer been
-			// lost: switch it off all the same, or the lock stays energised.
-			pulses[d] = time.Now().Add(b.cfg.PulseLength)
-			b.log.Warn("lock pulse not confirmed by the board; its coil is switched off after the pulse all the same",
-				"door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "err", err)
-			failed(d.board, err)
-			return
-		}
-		// The pulse was accepted; only the sensor tells whether the door
-		// opened. A pulse with no sensor change (a jammed lock) reports
-		// nothing here: the controller times out and raises door_fault.
-		pulses[d] = time.Now().Add(b.cfg.PulseLength)
-		b.log.Info("lock pulsed", "door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "coil", d.Coil)
-	}
-	switchOff := func(d *door) error {
-		err := exchange("coil", func() error { return c.writeCoil(d.board.unit, d.Coil, false) })
-		if err == nil {
-			delete(pulses, d)
-		}
-		return err
-	}
-	defer func() {
-		if c == nil {
-			for d := range pulses {
-				b.log.Error("closed with a lock coil possibly still on: the adapter is gone", "door", d.Door.Door, "bus", bs.device)
-			}
-			return
-		}
-		for d := range pulses {
-			if err := switchOff(d); err != nil {
-				b.log.Error("cannot switch a lock coil off on close", "door", d.Door.Door, "bus", bs.device, "err", err)
-			}
-		}
-		if err := c.p.Close(); err != nil {
-			b.log.Debug("cannot close the serial port", "bus", bs.device, "err", err)
-		}
-	}()
-
+	l := &busLoop{b: b, bs: bs, pulses: map[*door]time.Time{}, nextCycle: time.Now()}
+	defer l.shutdown()
 	for ctx.Err() == nil {
-		now := time.Now()
-		if c == nil {
-			if now.Before(portRetry) {
-				b.sleep(ctx, portRetry, nil)
-				continue
-			}
-			p, err := openSerial(bs.device, &b.cfg)
-			if err != nil {
-				bs.metrics.errors["unplugged"].Inc()
-				b.log.Debug("cannot open the serial adapter", "bus", bs.device, "err", err, "retry_in", portBackoff)
-				closePort(err)
-				continue
-			}
-			c = &rtu{p: p, timeout: b.cfg.Timeout, silence: b.cfg.FrameSilence}
-			portBackoff = 0
-			b.log.Info("serial adapter open", "bus", bs.device)
-		}
-
-		// 1. coils whose pulse is over
-		var due *door
-		for d, until := range pulses {
-			if !now.Before(until) && (due == nil || until.Before(pulses[due])) {
-				due = d
-			}
-		}
-		if due != nil && !now.Before(offRetry) {
-			if err := switchOff(due); err != nil {
-				b.log.Error("cannot switch a lock coil off; retrying", "door", due.Door.Door, "bus", bs.device, "err", err)
-				failed(due.board, err)
-				offRetry = time.Now().Add(b.cfg.RetryMin)
-			}
+		if l.c == nil && !l.openPort(ctx) {
 			continue
 		}
-
-		// 2. open commands, before any poll
-		select {
-		case cmd := <-bs.opens:
-			sendOpen(cmd)
-			continue
-		default:
-		}
-
-		// 3. the next board of the poll cycle
-		if !now.Before(nextCycle) {
-			if next == 0 {
-				cycleStart = now
-			}
-			bd := bs.boards[next]
-			next++
-			if !now.Before(bd.retryAt) {
-				var bits []bool
-				err := exchange("poll", func() (err error) {
-					bits, err = c.readInputs(bd.unit, bd.first, bd.count)
-					return err
-				})
-				if err != nil {
-					failed(bd, err)
-				} else {
-					b.sensed(bs, bd, bits)
-				}
-			}
-			if next == len(bs.boards) {
-				next = 0
-				bs.metrics.pollCycle.UpdateDuration(cycleStart)
-				nextCycle = cycleStart.Add(b.cfg.PollInterval)
-			}
+		if l.offDue() || l.openQueued() || l.pollDue() {
 			continue
 		}
-
-		wake := nextCycle
-		for _, until := range pulses {
-			wake = minTime(wake, maxTime(until, offRetry))
+		wake := l.nextCycle
+		for _, until := range l.pulses {
+			wake = minTime(wake, maxTime(until, l.offRetry))
 		}
 		if cmd, ok := b.sleep(ctx, wake, bs.opens); ok {
-			sendOpen(cmd)
+			l.sendOpen(cmd)
 		}
+	}
+}
+
+// openPort opens the serial adapter once its retry time has come; it
+// returns whether the port is open.
+func (l *busLoop) openPort(ctx context.Context) bool {
+	if time.Now().Before(l.portRetry) {
+		l.b.sleep(ctx, l.portRetry, nil)
+		return false
+	}
+	p, err := openSerial(l.bs.device, &l.b.cfg)
+	if err != nil {
+		l.bs.metrics.errors["unplugged"].Inc()
+		l.b.log.Debug("cannot open the serial adapter", "bus", l.bs.device, "err", err, "retry_in", l.portBackoff)
+		l.closePort(err)
+		return false
+	}
+	l.c = &rtu{p: p, timeout: l.b.cfg.Timeout, silence: l.b.cfg.FrameSilence}
+	l.portBackoff = 0
+	l.b.log.Info("serial adapter open", "bus", l.bs.device)
+	return true
+}
+
+// closePort closes the port after err and faults every board of the bus
+// until it is open again.
+func (l *busLoop) closePort(err error) {
+	if l.c != nil {
+		if cerr := l.c.p.Close(); cerr != nil {
+			l.b.log.Debug("cannot close the serial port", "bus", l.bs.device, "err", cerr)
+		}
+		l.c = nil
+	}
+	l.portBackoff = min(max(2*l.portBackoff, l.b.cfg.RetryMin), l.b.cfg.RetryMax)
+	l.portRetry = time.Now().Add(l.portBackoff)
+	reason := "adapter unplugged: " + err.Error()
+	for _, bd := range l.bs.boards {
+		l.b.fault(l.bs, bd, reason)
+		bd.retryAt = time.Time{} // poll it as soon as the port is back
+	}
+}
+
+// failed handles a failed exchange with bd. A lost port closes it; a board
+// error counts towards the board's fault: one garbled or lost reply on a
+// noisy bus is retried on the next poll, FaultAfter in a row are a fault.
+func (l *busLoop) failed(bd *board, err error) {
+	if errors.Is(err, ErrPort) {
+		l.b.log.Warn("serial adapter lost; reopening with back-off", "bus", l.bs.device, "err", err)
+		l.closePort(err)
+		return
+	}
+	bd.failures++
+	if !bd.inFault && bd.failures < l.b.cfg.FaultAfter {
+		l.b.log.Debug("board reply lost or damaged; retried on the next poll", "bus", l.bs.device, "unit", bd.unit, "err", err, "in_a_row", bd.failures)
+		return
+	}
+	if l.b.fault(l.bs, bd, err.Error()) {
+		l.b.log.Warn("board failed; its doors are in fault, retrying with back-off", "bus", l.bs.device, "unit", bd.unit, "err", err, "in_a_row", bd.failures)
+	} else {
+		l.b.log.Debug("board still failing", "bus", l.bs.device, "unit", bd.unit, "err", err, "retry_in", bd.backoff)
+	}
+}
+
+// exchange runs one request, counting it, its errors and its latency.
+func (l *busLoop) exchange(kind string, f func() error) error {
+	m := l.bs.metrics
+	m.framesSent[kind].Inc()
+	start := time.Now()
+	err := f()
+	var ex *ExceptionError
+	if err == nil || errors.As(err, &ex) {
+		m.response.UpdateDuration(start)
+	}
+	if err != nil {
+		m.errors[errorKind(err)].Inc()
+	}
+	return err
+}
+
+// writeCoil sets a lock coil, once more if the board's answer is lost or
+// damaged (not for an exception, which is an answer): writing a coil is
+// idempotent, and one garbled reply must not keep a door shut.
+func (l *busLoop) writeCoil(d *door, on bool) error {
+	var err error
+	for range 2 {
+		err = l.exchange("coil", func() error { return l.c.writeCoil(d.board.unit, d.Coil, on) })
+		var ex *ExceptionError
+		if err == nil || errors.Is(err, ErrPort) || errors.As(err, &ex) {
+			return err // done, or an answer that a second try would not change
+		}
+	}
+	return err
+}
+
+// sendOpen pulses the door's lock, unless the command waited too long.
+func (l *busLoop) sendOpen(cmd openCmd) {
+	d, bs := cmd.door, l.bs
+	if age := time.Since(cmd.at); age > l.b.cfg.OpenWait {
+		bs.metrics.opensDropped.Inc()
+		l.b.log.Warn("open command waited too long for the bus; dropped", "door", d.Door.Door, "bus", bs.device, "waited", age)
+		return
+	}
+	err := l.writeCoil(d, true)
+	// Either way the coil is switched off after the pulse: a board whose
+	// answer was lost may have switched it on.
+	l.pulses[d] = time.Now().Add(l.b.cfg.PulseLength)
+	if err != nil {
+		l.b.log.Warn("lock pulse not confirmed by the board; its coil is switched off after the pulse all the same",
+			"door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "err", err)
+		l.failed(d.board, err)
+		return
+	}
+	// The pulse was accepted; only the sensor tells whether the door
+	// opened (sensed reports a door whose sensor never changes as jammed).
+	d.pending, d.since = true, time.Now()
+	l.b.log.Info("lock pulsed", "door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "coil", d.Coil)
+}
+
+func (l *busLoop) switchOff(d *door) error {
+	err := l.writeCoil(d, false)
+	if err == nil {
+		delete(l.pulses, d)
+	}
+	return err
+}
+
+// offDue switches off the coil whose pulse ended first, if any is due; it
+// returns whether it did something.
+func (l *busLoop) offDue() bool {
+	now := time.Now()
+	var due *door
+	for d, until := range l.pulses {
+		if !now.Before(until) && (due == nil || until.Before(l.pulses[due])) {
+			due = d
+		}
+	}
+	if due == nil || now.Before(l.offRetry) {
+		return false
+	}
+	if err := l.switchOff(due); err != nil {
+		l.b.log.Error("cannot switch a lock coil off; retrying", "door", due.Door.Door, "bus", l.bs.device, "err", err)
+		l.failed(due.board, err)
+		l.offRetry = time.Now().Add(l.b.cfg.RetryMin)
+	}
+	return true
+}
+
+// openQueued sends one queued open command, if there is one.
+func (l *busLoop) openQueued() bool {
+	select {
+	case cmd := <-l.bs.opens:
+		l.sendOpen(cmd)
+		return true
+	default:
+		return false
+	}
+}
+
+// pollDue reads the next board of the cycle if the cycle is due; it
+// returns whether it did.
+func (l *busLoop) pollDue() bool {
+	now := time.Now()
+	if now.Before(l.nextCycle) {
+		return false
+	}
+	if l.next == 0 {
+		l.cycleStart = now
+	}
+	bd := l.bs.boards[l.next]
+	l.next++
+	if !now.Before(bd.retryAt) {
+		var bits []bool
+		err := l.exchange("poll", func() (err error) {
+			bits, err = l.c.readInputs(bd.unit, bd.first, bd.count)
+			return err
+		})
+		if err != nil {
+			l.failed(bd, err)
+		} else {
+			l.b.sensed(l.bs, bd, bits)
+		}
+	}
+	if l.next == len(l.bs.boards) {
+		l.next = 0
+		l.bs.metrics.pollCycle.UpdateDuration(l.cycleStart)
+		l.nextCycle = l.cycleStart.Add(l.b.cfg.PollInterval)
+	}
+	return true
+}
+
+// shutdown switches off every coil still on and closes the port.
+func (l *busLoop) shutdown() {
+	if l.c == nil {
+		for d := range l.pulses {
+			l.b.log.Error("closed with a lock coil possibly still on: the adapter is gone", "door", d.Door.Door, "bus", l.bs.device)
+		}
+		return
+	}
+	for d := range l.pulses {
+		if err := l.switchOff(d); err != nil {
+			l.b.log.Error("cannot switch a lock coil off on close", "door", d.Door.Door, "bus", l.bs.device, "err", err)
+		}
+	}
+	if err := l.c.p.Close(); err != nil {
+		l.b.log.Debug("cannot close the serial port", "bus", l.bs.device, "err", err)
 	}
 }
 

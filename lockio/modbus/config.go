@@ -100,6 +100,16 @@ type Config struct {
 	// RetryMin and RetryMax bound the back-off of an unreachable board or
 	// adapter, doubling from RetryMin; 0 means 500 ms and 10 s.
 	RetryMin, RetryMax time.Duration
+	// FaultAfter is how many exchanges with a board must fail in a row
+	// (timeout, CRC, malformed reply, exception) before its doors turn
+	// `fault`: one reply lost to noise is retried on the next poll instead
+	// of raising a door fault. 0 means 2; 1 faults at the first failure.
+	FaultAfter int
+	// JamTimeout is how long after an accepted pulse the door sensor may
+	// keep its reading before the door turns `fault` with reason
+	// "jammed"; 0 means 3 s. Keep it below the controller's door timeout,
+	// so that the screen says door_fault once, from this.
+	JamTimeout time.Duration
 
 	Metrics *metrics.Set // nil means a private set
 	Logger  *slog.Logger // nil means slog.Default()
@@ -136,6 +146,12 @@ func (cfg *Config) setDefaults() {
 	if cfg.RetryMax == 0 {
 		cfg.RetryMax = 10 * time.Second
 	}
+	if cfg.FaultAfter == 0 {
+		cfg.FaultAfter = 2
+	}
+	if cfg.JamTimeout == 0 {
+		cfg.JamTimeout = 3 * time.Second
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
 	}
@@ -167,8 +183,10 @@ func (cfg *Config) validate() error {
 		return bad("parity %q; use N, E or O", cfg.Parity)
 	case cfg.StopBits != 1 && cfg.StopBits != 2:
 		return bad("%d stop bits; use 1 or 2", cfg.StopBits)
-	case cfg.Timeout < 0 || cfg.FrameSilence < 0 || cfg.PulseLength < 0 || cfg.PollInterval < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0:
-		return bad("negative duration (timeout, frame silence, pulse, poll interval or retry)")
+	case cfg.Timeout < 0 || cfg.FrameSilence < 0 || cfg.PulseLength < 0 || cfg.PollInterval < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.JamTimeout < 0:
+		return bad("negative duration (timeout, frame silence, pulse, poll interval, retry or jam timeout)")
+	case cfg.FaultAfter < 0:
+		return bad("FaultAfter %d is negative; 1 faults a board at its first failed exchange", cfg.FaultAfter)
 	case cfg.RetryMax < cfg.RetryMin:
 		return bad("RetryMax %v is below RetryMin %v", cfg.RetryMax, cfg.RetryMin)
 	}

@@ -4,11 +4,15 @@
 //
 // Door truth, not relay truth: an open command only pulses the coil (on, wait
 // Config.PulseLength, off); a door's state comes from its sensor alone and is
-// reported when it changes. A board that does not answer (timeout, bad CRC, a
-// Modbus exception, an unplugged adapter) turns its doors into `fault` with
-// the reason, once per episode; the board is retried with back-off and its
-// doors report their real state again when it answers. A door whose sensor
-// has never been read is `unknown`, never guessed closed.
+// reported when it changes. A pulse accepted by the board whose sensor does
+// not change within Config.JamTimeout is a `fault` with reason "jammed",
+// until the reading changes. A board that does not answer (timeout, bad CRC,
+// a Modbus exception) Config.FaultAfter times in a row, or an unplugged
+// adapter, turns its doors into `fault` with the reason, once per episode;
+// one reply lost to noise is only retried (a lock pulse at once, a poll on
+// the next cycle). The board is retried with back-off and its doors report
+// their real state again when it answers. A door whose sensor has never
+// been read is `unknown`, never guessed closed.
 //
 // A door may also have an occupancy (infrared) input, Door.Occupancy: its
 // states then carry contract.DoorState.Occupied, and a parcel put in or

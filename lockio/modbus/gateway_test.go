@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,11 +109,18 @@ func TestGatewayDoorThatDoesNotOpen(t *testing.T) {
 	if d := c.Display("jammed", contract.ResultDoorFault); d.Door != door {
 		t.Fatalf("fault for door %d; want %d", d.Door, door)
 	}
-	c.Event(contract.EventDoorFault, "R1", door)
+	// The driver finds the jam before the controller's door timeout (the
+	// gateway sets its jam timeout below it): one jam, one door.fault.
+	if e := c.Event(contract.EventDoorFault, "R1", door); !strings.Contains(e.Reason, "jammed") {
+		t.Errorf("door.fault reason %q; want the driver's jammed", e.Reason)
+	}
 
 	c.Code("130101", "again")
 	openAndClose(t, bus, c, "again")
 	c.Event(contract.EventStored, "R1", door)
+	if n := c.Count(contract.TopicEvents, func(p []byte) bool { return strings.Contains(string(p), contract.EventDoorFault) }); n != 1 {
+		t.Errorf("%d door.fault events for one jam; want 1", n)
+	}
 }
 
 // TestGatewayBoardNotAnswering: a board that stops answering turns its door

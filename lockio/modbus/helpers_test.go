@@ -24,15 +24,26 @@ type event struct {
 // poll) is checked to be unknown.
 func startBank(t *testing.T, doors ...Door) (*Bank, chan event) {
 	t.Helper()
-	b, err := New(Config{
+	return startBankWith(t, func(*Config) {}, doors...)
+}
+
+// startBankWith is startBank with the test's changes to the configuration.
+// Its jam timeout is the guard unless changed: a test that plays a door
+// after the pulse must not race the jam detection.
+func startBankWith(t *testing.T, change func(*Config), doors ...Door) (*Bank, chan event) {
+	t.Helper()
+	cfg := Config{
 		Doors:        doors,
 		Timeout:      2 * time.Second, // generous: python on a busy CI machine
 		PulseLength:  100 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond,
 		RetryMin:     50 * time.Millisecond,
 		RetryMax:     200 * time.Millisecond,
+		JamTimeout:   guard,
 		Logger:       slog.New(slog.NewTextHandler(modbustest.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	change(&cfg)
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,9 @@ stdout with "ok <command>":
     set <unit> <input> <0|1>   a door sensor changes
     mute <unit>                the unit stops answering (a dead board)
     unmute <unit>              it answers again
+    garble <n> [<function>]    the CRC of the next n replies (to that
+                               function code only, if given) is damaged,
+                               as noise on the bus does; 0 stops it
 
 and it reports on stdout:
 
@@ -67,6 +70,17 @@ class MutableContext(ModbusServerContext):
     def __init__(self, slaves):
         super().__init__(slaves=slaves, single=False)
         self.muted = set()
+        self.garble = 0
+        self.garble_function = None
+
+    def damage(self, data):
+        """Returns data with its CRC damaged while garbling is on."""
+        if self.garble <= 0 or len(data) < 4:
+            return data
+        if self.garble_function is not None and data[1] & 0x7F != self.garble_function:
+            return data
+        self.garble -= 1
+        return data[:-1] + bytes([data[-1] ^ 0xFF])
 
     def __getitem__(self, slave):
         if slave in self.muted:
@@ -108,6 +122,9 @@ def command(context, line):
         context.muted.add(int(parts[1]))
     elif parts[0] == "unmute" and len(parts) == 2:
         context.muted.discard(int(parts[1]))
+    elif parts[0] == "garble" and len(parts) in (2, 3):
+        context.garble = int(parts[1])
+        context.garble_function = int(parts[2]) if len(parts) == 3 else None
     else:
         say(f"error unknown command {line}")
         return
@@ -128,6 +145,8 @@ async def serve(args, context):
     if server.transport is None:
         say(f"error cannot open {args.port}")
         sys.exit(1)
+    write = server.transport.write
+    server.transport.write = lambda data: write(context.damage(data))
     say("ready")
 
     def read_stdin():
