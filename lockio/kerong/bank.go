@@ -328,6 +328,9 @@ func (bs *bus) fault(bd *board, reason string) {
 	}
 	bd.faulted, bd.reason = true, reason
 	for _, d := range bd.doors {
+		// Unread, an unlock cannot be judged and a jam cannot be seen to
+		// end: once the board is back its doors report what it says.
+		d.pending, d.jammed = false, false
 		bs.bank.emit(d.n, contract.DoorFault, reason)
 	}
 }
@@ -421,8 +424,7 @@ func (bs *bus) unlock(r openReq) {
 	if bs.port == nil {
 		return
 	}
-	bs.sent["unlock"].Inc()
-	if _, err := bs.exchange(encodeUnlock(d.board.addr, byte(d.lock)), cmdUnlock, d.board, byte(d.lock)); err != nil {
+	if err := bs.sendUnlock(d); err != nil {
 		bs.bank.log.Warn("unlock not acknowledged", "door", d.n, "bus", bs.path, "board", d.board.addr, "lock", d.lock, "err", err)
 		bs.failed(d.board, err)
 		return
@@ -430,6 +432,21 @@ func (bs *bus) unlock(r openReq) {
 	// Door truth: the board's acknowledgement is not an opening; the
 	// polls say when the door is open, or that it never opened.
 	d.pending, d.since = true, time.Now()
+}
+
+// sendUnlock sends the unlock, once more if its answer is lost or damaged
+// (the adapter gone aside): a second pulse of a released lock does no harm,
+// and one garbled reply must not keep a door shut.
+func (bs *bus) sendUnlock(d *door) error {
+	for try := 1; ; try++ {
+		bs.sent["unlock"].Inc()
+		_, err := bs.exchange(encodeUnlock(d.board.addr, byte(d.lock)), cmdUnlock, d.board, byte(d.lock))
+		var xe *exchangeError
+		if err == nil || try == 2 || !errors.As(err, &xe) || xe.kind == kindUnplugged {
+			return err // failed counts the last error
+		}
+		bs.errs[xe.kind].Inc()
+	}
 }
 
 func (bs *bus) poll(bd *board) {
@@ -496,6 +513,10 @@ func (bs *bus) failed(bd *board, err error) {
 	bd.failures++
 	delay := bs.bank.cfg.PollInterval << min(bd.failures-1, 16)
 	bd.nextTry = time.Now().Add(min(delay, bs.bank.cfg.MaxBackoff))
+	if !bd.faulted && bd.failures < bs.bank.cfg.FaultAfter {
+		bs.bank.log.Debug("board reply lost or damaged; retried at the next poll", "bus", bs.path, "board", bd.addr, "err", err, "in_a_row", bd.failures)
+		return
+	}
 	if !bd.faulted {
 		bs.bank.log.Warn("board unreachable; retrying with back-off", "bus", bs.path, "board", bd.addr, "err", err)
 	}

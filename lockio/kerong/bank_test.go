@@ -208,6 +208,30 @@ func TestChecksumFaultRecovers(t *testing.T) {
 	r.expect(2, contract.DoorClosed, "")
 }
 
+// TestOneBadChecksumIsRetried: one answer damaged by noise is retried at the
+// next poll, no door turns fault; an unlock whose answer is damaged is sent
+// once more and the door opens.
+func TestOneBadChecksumIsRetried(t *testing.T) {
+	boards, doors := oneBoard()
+	r := newRig(t, boards, doors, nil)
+	for _, d := range []int{1, 2} {
+		r.expect(d, contract.DoorUnknown, "")
+		r.expect(d, contract.DoorClosed, "")
+	}
+
+	r.emu.CorruptNext(1, 1)
+	r.emu.AwaitReads(t, 1, 2) // the damaged answer and the next one
+	r.metricAtLeastOne(`locky_kerong_errors_total{bus=%q,kind="checksum"}`)
+	r.emu.SetOpen(1, 2, true)
+	r.expect(2, contract.DoorOpen, "") // not a fault first
+
+	r.emu.CorruptNextUnlocks(1, 1)
+	r.open(1)
+	r.emu.AwaitUnlock(t, 1, 1)
+	r.emu.AwaitUnlock(t, 1, 1) // the second try
+	r.expect(1, contract.DoorOpen, "")
+}
+
 func TestJammedLock(t *testing.T) {
 	boards, doors := oneBoard()
 	r := newRig(t, boards, doors, func(e *kerongtest.Emulator) { e.SetJammed(1, 1, true) })

@@ -25,6 +25,11 @@ type Config struct {
 	// adapter that cannot be opened; the delay starts at PollInterval and
 	// doubles. Zero means 10 s.
 	MaxBackoff time.Duration
+	// FaultAfter is how many requests to a board must fail in a row
+	// (timeout, bad checksum) before its doors turn fault: one reply lost
+	// to noise is retried at the next poll instead of raising a door
+	// fault. Zero means 2; 1 faults at the first failure.
+	FaultAfter int
 	// JamTimeout is how long after an accepted unlock the door sensor may
 	// take to show the door open before the door is reported as a fault
 	// with reason "jammed". Zero means 3 s.
@@ -97,6 +102,9 @@ func (c *Config) setDefaults() {
 	if c.JamTimeout == 0 {
 		c.JamTimeout = 3 * time.Second
 	}
+	if c.FaultAfter == 0 {
+		c.FaultAfter = 2
+	}
 	if c.OpenWait == 0 {
 		c.OpenWait = 2500 * time.Millisecond
 	}
@@ -139,8 +147,8 @@ func (c *Config) validate() error {
 	if len(c.Doors) == 0 {
 		return fmt.Errorf("kerong: no doors configured; map each door to a bus, board and lock: %w", ErrConfig)
 	}
-	if c.PollInterval < 0 || c.MaxBackoff < 0 || c.JamTimeout < 0 {
-		return fmt.Errorf("kerong: PollInterval, MaxBackoff and JamTimeout must not be negative: %w", ErrConfig)
+	if c.PollInterval < 0 || c.MaxBackoff < 0 || c.JamTimeout < 0 || c.FaultAfter < 0 {
+		return fmt.Errorf("kerong: PollInterval, MaxBackoff, JamTimeout and FaultAfter must not be negative: %w", ErrConfig)
 	}
 	type lockKey struct {
 		bus         string

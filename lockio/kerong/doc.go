@@ -67,8 +67,9 @@
 // queued unlock requests go before the next poll. States are reported only
 // on change: unknown until a board is first read, then open or closed from
 // the sensor bit. A board that does not answer, or answers with a bad
-// checksum, puts its doors in fault (reason "timeout: …" or "checksum: …")
-// once per episode; it is retried with back-off from PollInterval up to
+// checksum, Config.FaultAfter times in a row puts its doors in fault (reason
+// "timeout: …" or "checksum: …") once per episode (one answer lost to noise
+// is retried: a poll at the next cycle, an unlock at once); it is retried with back-off from PollInterval up to
 // MaxBackoff and recovers by itself. An adapter that fails (unplugged) faults
 // every door of the bus ("adapter unplugged: …") and is reopened with
 // back-off until it is back. An unlock the board accepts without the sensor

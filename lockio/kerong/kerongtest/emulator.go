@@ -23,6 +23,8 @@ type board struct {
 	channels []channel // index 0 is channel 1
 	silent   bool      // does not answer
 	corrupt  bool      // answers with a wrong checksum
+	garbled  int       // this many next answers have a wrong checksum
+	garbledU int       // this many next unlock answers have a wrong checksum
 	reads    int       // read-all requests answered
 }
 
@@ -86,6 +88,20 @@ func (e *Emulator) SetSilent(addr byte, silent bool) {
 func (e *Emulator) SetCorrupt(addr byte, corrupt bool) {
 	e.t.Helper()
 	e.with(addr, func(b *board) { b.corrupt = corrupt })
+}
+
+// CorruptNext makes the next n answers of board addr carry a wrong
+// checksum, as noise on the bus does.
+func (e *Emulator) CorruptNext(addr byte, n int) {
+	e.t.Helper()
+	e.with(addr, func(b *board) { b.garbled = n })
+}
+
+// CorruptNextUnlocks makes the next n answers of board addr to an unlock
+// carry a wrong checksum.
+func (e *Emulator) CorruptNextUnlocks(addr byte, n int) {
+	e.t.Helper()
+	e.with(addr, func(b *board) { b.garbledU = n })
 }
 
 // SetManualDoors chooses what an accepted unlock does. Off (the default),
@@ -255,8 +271,15 @@ func (e *Emulator) answer(req []byte) []byte {
 		return nil
 	}
 	sum := checksum(out)
-	if b.corrupt {
+	switch {
+	case b.corrupt:
 		sum = ^sum
+	case b.garbledU > 0 && req[0] == 0x8A:
+		sum = ^sum
+		b.garbledU--
+	case b.garbled > 0:
+		sum = ^sum
+		b.garbled--
 	}
 	return append(out, sum)
 }
