@@ -382,74 +382,103 @@ func verifyAudit(tx *bolt.Tx, ks auditKeys) ([]AuditEntry, AuditReport, error) {
 // walkAudit is verifyAudit giving each entry, oldest first, to fn instead
 // of keeping them all.
 func walkAudit(tx *bolt.Tx, ks auditKeys, fn func(AuditEntry)) (AuditReport, error) {
-	var r AuditReport
-	var first error
-	fail := func(seq uint64, format string, args ...any) {
-		if first == nil {
-			first = &AuditBreakError{Seq: seq, Problem: fmt.Sprintf(format, args...)}
-		}
-	}
 	c, found, problem := loadChain(tx, ks)
+	w := &auditWalk{ks: ks, c: c, found: found}
 	if problem != "" {
-		fail(0, "%s", problem)
+		w.fail(0, "%s", problem)
 	}
-	r.AnchorSeq, r.HeadSeq = c.AnchorSeq, c.HeadSeq
-	prev, next := c.start() // next: the seq the next sealed record must have; 0: any
-	var last uint64         // the last sealed record
+	w.r.AnchorSeq, w.r.HeadSeq = c.AnchorSeq, c.HeadSeq
+	w.prev, w.next = c.start()
 	err := tx.Bucket(bucketAudit).ForEach(func(k, v []byte) error {
-		seq := binary.BigEndian.Uint64(k)
-		e := AuditEntry{Seq: seq}
-		if err := json.Unmarshal(v, &e.AuditRecord); err != nil {
-			fail(seq, "cannot be read (%v): it was altered", err)
-		}
-		body, seal, sealed := splitSeal(v)
-		e.Sealed = sealed
-		fn(e)
-		r.Records++
-		if !sealed {
-			if last > 0 || c.AnchorSeq > 0 || (found && seq >= c.StartSeq) {
-				fail(seq, "is not sealed although the chain began before it: its seal was removed, or a gateway without the audit chain wrote it (a rollback)")
-			}
-			r.Unsealed++
-			return nil
-		}
-		var f sealedFields
-		if err := json.Unmarshal(body, &f); err != nil {
-			fail(seq, "cannot be read (%v): it was altered", err)
-			return nil
-		}
-		switch k, ok := ks.byID(f.Key); {
-		case !ok:
-			fail(seq, "is sealed under a code key this check was not given (key id %q): give the previous code key too, or the record was altered", f.Key)
-		case !hmac.Equal(k.seal(seq, body), seal):
-			fail(seq, "was altered: its seal does not match its content (edited, or moved from another place in the trail)")
-		case next != 0 && seq > next:
-			fail(next, "is missing: the trail goes on at record %d (records were deleted)", seq)
-		case next != 0 && seq < next:
-			fail(seq, "is older than the chain's anchor %d: it was pruned, and put back", next-1)
-		case f.Prev != prev:
-			fail(seq, "does not follow the record before it in the chain (records before it were deleted or reordered)")
-		}
-		prev, next, last = hex.EncodeToString(seal), seq+1, seq
+		w.record(binary.BigEndian.Uint64(k), v, fn)
 		return nil
 	})
 	if err != nil {
-		return r, err
+		return w.r, err
 	}
+	w.checkEnd(problem)
+	return w.r, w.first
+}
+
+// auditWalk is walkAudit's state as it goes through the trail, oldest first.
+type auditWalk struct {
+	ks    auditKeys
+	c     auditChain
+	found bool // the chain's state is in the database
+	r     AuditReport
+	first error  // the first break found
+	prev  string // the seal the next sealed record must link to
+	next  uint64 // the seq the next sealed record must have; 0: any
+	last  uint64 // the last sealed record
+}
+
+// fail records a break at seq unless an earlier one was found.
+func (w *auditWalk) fail(seq uint64, format string, args ...any) {
+	if w.first == nil {
+		w.first = &AuditBreakError{Seq: seq, Problem: fmt.Sprintf(format, args...)}
+	}
+}
+
+// record checks the record seq, whose stored value is v, and gives it to fn.
+func (w *auditWalk) record(seq uint64, v []byte, fn func(AuditEntry)) {
+	e := AuditEntry{Seq: seq}
+	if err := json.Unmarshal(v, &e.AuditRecord); err != nil {
+		w.fail(seq, "cannot be read (%v): it was altered", err)
+	}
+	body, seal, sealed := splitSeal(v)
+	e.Sealed = sealed
+	fn(e)
+	w.r.Records++
+	if !sealed {
+		if w.last > 0 || w.c.AnchorSeq > 0 || (w.found && seq >= w.c.StartSeq) {
+			w.fail(seq, "is not sealed although the chain began before it: its seal was removed, or a gateway without the audit chain wrote it (a rollback)")
+		}
+		w.r.Unsealed++
+		return
+	}
+	w.sealed(seq, body, seal)
+}
+
+// sealed checks a sealed record's seal and its link to the one before it,
+// and makes it the last sealed record.
+func (w *auditWalk) sealed(seq uint64, body, seal []byte) {
+	var f sealedFields
+	if err := json.Unmarshal(body, &f); err != nil {
+		w.fail(seq, "cannot be read (%v): it was altered", err)
+		return
+	}
+	switch k, ok := w.ks.byID(f.Key); {
+	case !ok:
+		w.fail(seq, "is sealed under a code key this check was not given (key id %q): give the previous code key too, or the record was altered", f.Key)
+	case !hmac.Equal(k.seal(seq, body), seal):
+		w.fail(seq, "was altered: its seal does not match its content (edited, or moved from another place in the trail)")
+	case w.next != 0 && seq > w.next:
+		w.fail(w.next, "is missing: the trail goes on at record %d (records were deleted)", seq)
+	case w.next != 0 && seq < w.next:
+		w.fail(seq, "is older than the chain's anchor %d: it was pruned, and put back", w.next-1)
+	case f.Prev != w.prev:
+		w.fail(seq, "does not follow the record before it in the chain (records before it were deleted or reordered)")
+	}
+	w.prev, w.next, w.last = hex.EncodeToString(seal), seq+1, seq
+}
+
+// checkEnd checks, after the last record, that the trail ends at the
+// chain's head; problem is loadChain's, when the chain's state is unreadable.
+func (w *auditWalk) checkEnd(problem string) {
+	c := w.c
 	switch {
-	case !found && last > 0:
-		fail(0, "its state (head and anchor) is missing from the database: it was deleted")
-	case !found || problem != "":
-	case last == 0 && c.HeadSeq != c.AnchorSeq:
-		fail(c.AnchorSeq+1, "is missing, and so are the records after it up to %d (the trail was cut)", c.HeadSeq)
-	case last > 0 && last < c.HeadSeq:
-		fail(last+1, "is missing, and so are the records after it up to %d (the trail was cut at its end)", c.HeadSeq)
-	case last > 0 && (last > c.HeadSeq || prev != c.HeadMAC):
-		fail(last, "is not the chain's head (record %d): the trail was rewritten", c.HeadSeq)
+	case !w.found && w.last > 0:
+		w.fail(0, "its state (head and anchor) is missing from the database: it was deleted")
+	case !w.found || problem != "":
+	case w.last == 0 && c.HeadSeq != c.AnchorSeq:
+		w.fail(c.AnchorSeq+1, "is missing, and so are the records after it up to %d (the trail was cut)", c.HeadSeq)
+	case w.last > 0 && w.last < c.HeadSeq:
+		w.fail(w.last+1, "is missing, and so are the records after it up to %d (the trail was cut at its end)", c.HeadSeq)
+	case w.last > 0 && (w.last > c.HeadSeq || w.prev != c.HeadMAC):
+		w.fail(w.last, "is not the chain's head (record %d): the trail was rewritten", c.HeadSeq)
 	case c.Broken != "":
-		fail(0, "a break was found %s", c.Broken)
+		w.fail(0, "a break was found %s", c.Broken)
 	}
-	return r, first
 }
 
 // pruneAudit deletes the audit records older than limit, oldest first. The

@@ -194,55 +194,19 @@ func (s *Store) upsertReservation(tx *bolt.Tx, now time.Time, in contract.Reserv
 	if cur != nil && in.Version <= cur.Version {
 		return nil // redelivery or stale update: acknowledged and ignored
 	}
+	status, err := nextStatus(cur, in)
+	if err != nil {
+		return err
+	}
 	next := Reservation{
 		ID: in.ID, Version: in.Version, Door: in.Door, Partner: in.Partner, User: in.User,
-		Status: contract.StatusArriving, UpdatedAt: now, Codes: map[string]*Code{},
+		Status: status, UpdatedAt: now,
 	}
 	if in.ExpiresAt != nil {
 		next.ExpiresAt = in.ExpiresAt.UTC()
 	}
-	if cur == nil {
-		switch in.Status {
-		case "", contract.StatusArriving:
-		case contract.StatusCancelled:
-			next.Status = contract.StatusCancelled
-		default:
-			return reject("reservation %s: a new reservation starts %q, not %q: %w", in.ID, contract.StatusArriving, in.Status, ErrStatusOwned)
-		}
-	} else {
-		next.Status = cur.Status
-		switch {
-		case in.Status == "" || in.Status == cur.Status:
-		case in.Status == contract.StatusCancelled && cur.Status == contract.StatusArriving:
-			next.Status = contract.StatusCancelled
-		default:
-			return reject("reservation %s is %s; the back-end cannot set it to %s: %w", in.ID, cur.Status, in.Status, ErrStatusOwned)
-		}
-		if in.Door != cur.Door && cur.Status != contract.StatusArriving {
-			return reject("reservation %s is %s in door %d; its door cannot change: %w", in.ID, cur.Status, cur.Door, ErrStatusOwned)
-		}
-	}
-	for _, k := range kinds {
-		h, err := s.codeHash(in, k)
-		if err != nil {
-			return err
-		}
-		c := &Code{Hash: h}
-		if cur != nil && cur.Codes[k] != nil {
-			// A used code stays used whatever the back-end re-sends for its
-			// kind (a hash under a rotated key, a changed code): a re-send
-			// never revives a code that SPEC §1 disables for good.
-			c.UsedAt = cur.Codes[k].UsedAt
-		}
-		next.Codes[k] = c
-	}
-	for i, a := range kinds {
-		for _, b := range kinds[i+1:] {
-			if bytes.Equal(next.Codes[a].Hash, next.Codes[b].Hash) {
-				return reject("reservation %s: its %s and %s codes are the same code; they must differ: %w",
-					in.ID, a, b, contract.ErrBadPayload)
-			}
-		}
+	if next.Codes, err = s.nextCodes(cur, in); err != nil {
+		return err
 	}
 	if next.Active() {
 		newDoor := cur == nil || cur.Door != next.Door || !cur.Active()
@@ -254,6 +218,63 @@ func (s *Store) upsertReservation(tx *bolt.Tx, now time.Time, in contract.Reserv
 		return err
 	}
 	return putReservation(tx, cur, &next)
+}
+
+// nextStatus returns the status of the reservation in updates cur (nil: a
+// new one) to, rejecting a status the back-end may not set and a door change
+// once the parcel is in.
+func nextStatus(cur *Reservation, in contract.Reservation) (string, error) {
+	if cur == nil {
+		switch in.Status {
+		case "", contract.StatusArriving:
+			return contract.StatusArriving, nil
+		case contract.StatusCancelled:
+			return contract.StatusCancelled, nil
+		default:
+			return "", reject("reservation %s: a new reservation starts %q, not %q: %w", in.ID, contract.StatusArriving, in.Status, ErrStatusOwned)
+		}
+	}
+	status := cur.Status
+	switch {
+	case in.Status == "" || in.Status == cur.Status:
+	case in.Status == contract.StatusCancelled && cur.Status == contract.StatusArriving:
+		status = contract.StatusCancelled
+	default:
+		return "", reject("reservation %s is %s; the back-end cannot set it to %s: %w", in.ID, cur.Status, in.Status, ErrStatusOwned)
+	}
+	if in.Door != cur.Door && cur.Status != contract.StatusArriving {
+		return "", reject("reservation %s is %s in door %d; its door cannot change: %w", in.ID, cur.Status, cur.Door, ErrStatusOwned)
+	}
+	return status, nil
+}
+
+// nextCodes returns the hashes of in's codes, each kept used if it is used
+// in cur, and rejects two kinds given the same code.
+func (s *Store) nextCodes(cur *Reservation, in contract.Reservation) (map[string]*Code, error) {
+	codes := map[string]*Code{}
+	for _, k := range kinds {
+		h, err := s.codeHash(in, k)
+		if err != nil {
+			return nil, err
+		}
+		c := &Code{Hash: h}
+		if cur != nil && cur.Codes[k] != nil {
+			// A used code stays used whatever the back-end re-sends for its
+			// kind (a hash under a rotated key, a changed code): a re-send
+			// never revives a code that SPEC §1 disables for good.
+			c.UsedAt = cur.Codes[k].UsedAt
+		}
+		codes[k] = c
+	}
+	for i, a := range kinds {
+		for _, b := range kinds[i+1:] {
+			if bytes.Equal(codes[a].Hash, codes[b].Hash) {
+				return nil, reject("reservation %s: its %s and %s codes are the same code; they must differ: %w",
+					in.ID, a, b, contract.ErrBadPayload)
+			}
+		}
+	}
+	return codes, nil
 }
 
 func (s *Store) codeHash(in contract.Reservation, kind string) ([]byte, error) {

@@ -132,15 +132,51 @@ type Store struct {
 
 // Open opens (or creates) the database at cfg.Path.
 func Open(cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	db, err := openDB(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var upBase time.Duration
+	err = db.Update(func(tx *bolt.Tx) error {
+		var err error
+		upBase, err = initDB(tx, cfg.Path)
+		return err
+	})
+	if errors.Is(err, ErrNewerFormat) {
+		return nil, errors.Join(err, db.Close())
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
+	}
+	s := &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
+		commit:          cfg.Metrics.GetOrCreatePrometheusHistogramExt("locky_store_commit_seconds", commitBuckets),
+		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total"),
+		upBase:          upBase, monoBase: cfg.Monotonic()}
+	s.initHealth() // its metrics exist from the start
+	s.registerMetrics(cfg.Metrics)
+	return s, nil
+}
+
+// validate checks the fields Open requires: the path and the code keys.
+func (cfg Config) validate() error {
 	if cfg.Path == "" {
-		return nil, errors.New("store: Path is empty; set the data directory")
+		return errors.New("store: Path is empty; set the data directory")
 	}
 	if len(cfg.CodeKey) < 16 {
-		return nil, errors.New("store: the code key is shorter than 16 bytes; configure --code-key or let dev mode generate one")
+		return errors.New("store: the code key is shorter than 16 bytes; configure --code-key or let dev mode generate one")
 	}
 	if len(cfg.PreviousCodeKey) > 0 && len(cfg.PreviousCodeKey) < 16 {
-		return nil, errors.New("store: the previous code key is shorter than 16 bytes; configure the key the back-end hashed with before the rotation")
+		return errors.New("store: the previous code key is shorter than 16 bytes; configure the key the back-end hashed with before the rotation")
 	}
+	return nil
+}
+
+// withDefaults returns cfg with each zero field set to its default.
+func (cfg Config) withDefaults() Config {
 	if cfg.OpenTimeout == 0 {
 		cfg.OpenTimeout = time.Second
 	}
@@ -163,6 +199,11 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.NewSet()
 	}
+	return cfg
+}
+
+// openDB opens the bbolt file, saying so when another process holds its lock.
+func openDB(cfg Config) (*bolt.DB, error) {
 	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: cfg.OpenTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -170,42 +211,33 @@ func Open(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("cannot open %q: %w", cfg.Path, err)
 	}
-	var upBase time.Duration
-	err = db.Update(func(tx *bolt.Tx) error {
-		format, err := checkFormat(tx, cfg.Path)
-		if err != nil {
-			return err
-		}
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("create bucket %s: %w", b, err)
-			}
-		}
-		if tx.Bucket(bucketMeta).Get(keyOutboxCount) == nil { // a database from before the count
-			n := tx.Bucket(bucketOutbox).Stats().KeyN
-			if err := tx.Bucket(bucketMeta).Put(keyOutboxCount, u64(uint64(n))); err != nil {
-				return err
-			}
-		}
-		upBase = time.Duration(metaInt(tx, keyUptime))
-		if err := stampLegacyOutbox(tx, upBase); err != nil {
-			return err
-		}
-		return migrate(tx, format)
-	})
-	if errors.Is(err, ErrNewerFormat) {
-		return nil, errors.Join(err, db.Close())
-	}
+	return db, nil
+}
+
+// initDB checks the format, creates the buckets, fills in what a database
+// from an older gateway lacks and migrates it, all in Open's transaction. It
+// returns the uptime booked so far.
+func initDB(tx *bolt.Tx, path string) (time.Duration, error) {
+	format, err := checkFormat(tx, path)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("cannot initialise %q: %w", cfg.Path, err), db.Close())
+		return 0, err
 	}
-	s := &Store{cfg: cfg, db: db, log: cfg.Logger.With("component", "store"), notify: make(chan struct{}, 1),
-		commit:          cfg.Metrics.GetOrCreatePrometheusHistogramExt("locky_store_commit_seconds", commitBuckets),
-		previousMatches: cfg.Metrics.GetOrCreateCounter("locky_store_previous_code_key_matches_total"),
-		upBase:          upBase, monoBase: cfg.Monotonic()}
-	s.initHealth() // its metrics exist from the start
-	s.registerMetrics(cfg.Metrics)
-	return s, nil
+	for _, b := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return 0, fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	if tx.Bucket(bucketMeta).Get(keyOutboxCount) == nil { // a database from before the count
+		n := tx.Bucket(bucketOutbox).Stats().KeyN
+		if err := tx.Bucket(bucketMeta).Put(keyOutboxCount, u64(uint64(n))); err != nil {
+			return 0, err
+		}
+	}
+	upBase := time.Duration(metaInt(tx, keyUptime))
+	if err := stampLegacyOutbox(tx, upBase); err != nil {
+		return upBase, err
+	}
+	return upBase, migrate(tx, format)
 }
 
 // Close closes the database. It is safe to call more than once.
