@@ -388,37 +388,9 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 			return
 		}
 	}
-	verdict := Refuse
-	if r != nil {
-		var last *store.Cycle
-		if code := r.Codes[kind]; code != nil && !code.UsedAt.IsZero() {
-			if last, err = c.cfg.Store.LastCycle(r.Door); err != nil {
-				c.log.Error("cannot read the door's last cycle; a used code is refused", "door", r.Door, "err", err)
-			}
-		}
-		verdict = Judge(r, kind, now, c.cfg.Grace, last)
-		if verdict == Open {
-			// A door the back-end deleted opens for nobody, not even for a
-			// code still within its grace period.
-			if _, ok, err := c.cfg.Store.Door(r.Door); err != nil || !ok {
-				if err != nil {
-					c.log.Error("cannot read a door; its code is refused", "door", r.Door, "err", err)
-				}
-				verdict = Refuse
-			}
-		}
-	}
-	switch verdict {
+	switch c.verdict(r, kind, now) {
 	case Refuse:
-		d := c.lock.fail(now)
-		c.saveLockout()
-		if d > 0 {
-			c.event(contract.Event{Type: contract.EventLockout, RetryAfterS: seconds(d)}, nil)
-			c.m.lockouts.Inc()
-			answer(lockedOut(d))
-			return
-		}
-		answer(contract.Display{Result: contract.ResultInvalidCode, Message: "This code is not valid"})
+		answer(c.refusal(now))
 		return
 	case Expired:
 		answer(contract.Display{Result: contract.ResultExpired, Door: r.Door,
@@ -433,6 +405,47 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 	cy := &cycle{Cycle: store.Cycle{Door: r.Door, Reservation: r.ID, Kind: kind, RequestID: req.RequestID},
 		reply: reply, started: received}
 	c.command(cy)
+}
+
+// verdict judges the code of kind found in r (nil: no reservation has it)
+// at now, reading the door's last cycle for a used code and refusing a code
+// whose door the back-end deleted.
+func (c *Controller) verdict(r *store.Reservation, kind string, now time.Time) Verdict {
+	if r == nil {
+		return Refuse
+	}
+	var last *store.Cycle
+	if code := r.Codes[kind]; code != nil && !code.UsedAt.IsZero() {
+		var err error
+		if last, err = c.cfg.Store.LastCycle(r.Door); err != nil {
+			c.log.Error("cannot read the door's last cycle; a used code is refused", "door", r.Door, "err", err)
+		}
+	}
+	verdict := Judge(r, kind, now, c.cfg.Grace, last)
+	if verdict == Open {
+		// A door the back-end deleted opens for nobody, not even for a
+		// code still within its grace period.
+		if _, ok, err := c.cfg.Store.Door(r.Door); err != nil || !ok {
+			if err != nil {
+				c.log.Error("cannot read a door; its code is refused", "door", r.Door, "err", err)
+			}
+			verdict = Refuse
+		}
+	}
+	return verdict
+}
+
+// refusal counts a refused code towards the lockout and returns its answer:
+// the lockout when this refusal starts one, else an invalid code.
+func (c *Controller) refusal(now time.Time) contract.Display {
+	d := c.lock.fail(now)
+	c.saveLockout()
+	if d > 0 {
+		c.event(contract.Event{Type: contract.EventLockout, RetryAfterS: seconds(d)}, nil)
+		c.m.lockouts.Inc()
+		return lockedOut(d)
+	}
+	return contract.Display{Result: contract.ResultInvalidCode, Message: "This code is not valid"}
 }
 
 // command sends the open command for a new cycle and arms the door timeout.
