@@ -222,7 +222,25 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) bool {
 	c := &conn{lostCh: make(chan struct{})}
 	w := newWindow(b.cfg.Window)
 	q := newDownQueue(&b.waiting)
-	cli := paho.NewClient(paho.ClientConfig{
+	cli := b.newClient(nc, c, w, q)
+	ca, err := cli.Connect(attempt, b.connectPacket())
+	if err != nil {
+		w.close()
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			err = refusedError(ca)
+		}
+		b.connectFailed(ctx, fmt.Errorf("cannot connect to the cloud broker: %w", err))
+		return false
+	}
+	cancel()
+	b.serve(ctx, cli, ca, c, w, q, rm)
+	return true
+}
+
+// newClient returns the paho client of one connection over nc: its session
+// is w, what it receives goes to q, and why the link ends goes to c.
+func (b *Bridge) newClient(nc net.Conn, c *conn, w *window, q *downQueue) *paho.Client {
+	return paho.NewClient(paho.ClientConfig{
 		ClientID:                   b.cfg.LockerID,
 		Conn:                       packets.NewThreadSafeConn(nc),
 		Session:                    w,
@@ -238,17 +256,12 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) bool {
 		// keep-alive notices a dead one.
 		PacketTimeout: 24 * time.Hour,
 	})
-	ca, err := cli.Connect(attempt, b.connectPacket())
-	if err != nil {
-		w.close()
-		if ca != nil && ca.ReasonCode >= 0x80 {
-			err = refusedError(ca)
-		}
-		b.connectFailed(ctx, fmt.Errorf("cannot connect to the cloud broker: %w", err))
-		return false
-	}
-	cancel()
+}
 
+// serve runs a link that came up (ca is its CONNACK) until it drops or ctx
+// is done: it subscribes, publishes the online status, delivers downstream
+// and pumps the outbox, then takes the link down and logs why it ended.
+func (b *Bridge) serve(ctx context.Context, cli *paho.Client, ca *paho.Connack, c *conn, w *window, q *downQueue, rm *remover) {
 	b.m.connects.Inc()
 	b.connLog.reset()
 	b.log.Info("cloud link up", "session_present", ca.SessionPresent)
@@ -264,7 +277,7 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) bool {
 	go func() { defer close(delivered); b.deliver(ctx, cli, q) }()
 	b.setLink(true) // connected, subscribed, online published
 
-	err = b.pump(ctx, cli, w, rm)
+	err := b.pump(ctx, cli, w, rm)
 	_ = cli.Disconnect(&paho.Disconnect{ReasonCode: disconnectWithWill}) // a dead link fails to write: nothing to do
 	<-cli.Done()
 	<-delivered
@@ -274,12 +287,11 @@ func (b *Bridge) connectOnce(ctx context.Context, rm *remover) bool {
 	switch {
 	case ctx.Err() != nil:
 		b.log.Info("cloud link closed")
-		return true
+		return
 	case err == nil:
 		err = c.reason(ctx)
 	}
 	b.log.Warn("cloud link down; reconnecting, the outbox keeps what is not acknowledged", "error", err)
-	return true
 }
 
 func (b *Bridge) connectFailed(ctx context.Context, err error) {

@@ -13,6 +13,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/locky-edge/locky/handlers/store"
 )
 
 // seqKey marks, in the context of a publish, the outbox sequence it carries.
@@ -90,19 +92,16 @@ func (w *window) close() {
 // refuses it or the connection ends first: it stays in the outbox, sent
 // again on the next connection, and the bounds apply to it again meanwhile.
 func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remover) error {
-	held := map[uint64]struct{}{} // held, not handed to the remover
+	p := &pumpState{held: map[uint64]struct{}{}, more: true}
 	defer func() {
 		b.inflight.Store(0)
-		b.cfg.Outbox.OutboxRelease(slices.Collect(maps.Keys(held))...)
+		b.cfg.Outbox.OutboxRelease(slices.Collect(maps.Keys(p.held))...)
 	}()
-	var next uint64 // last sequence published on this connection
-	inflight := 0
-	more := true // the outbox may hold more than was read
 	notify := b.cfg.Outbox.OutboxNotify()
 	for {
-		for more && inflight < w.size {
-			room := w.size - inflight
-			msgs, err := b.cfg.Outbox.OutboxHold(next, room)
+		for p.more && p.inflight < w.size {
+			room := w.size - p.inflight
+			msgs, err := b.cfg.Outbox.OutboxHold(p.next, room)
 			if err != nil {
 				b.outboxLog.Log(slog.LevelError, "cannot read the outbox; retrying", "error", err)
 				if !sleep(ctx, cli.Done(), b.cfg.RetryMin) {
@@ -110,59 +109,77 @@ func (b *Bridge) pump(ctx context.Context, cli *paho.Client, w *window, rm *remo
 				}
 				continue
 			}
-			more = len(msgs) == room
+			p.more = len(msgs) == room
 			for _, m := range msgs {
-				held[m.Seq] = struct{}{}
+				p.held[m.Seq] = struct{}{}
 			}
 			for _, m := range msgs {
-				topic, qos, ok := mapTopic(b.up, m.Topic)
-				if !ok {
-					b.log.Error("outbox message on a topic that no Up mapping matches: dropped; fix the bridge mappings",
-						"topic", m.Topic, "seq", m.Seq)
-					rm.discard(m.Seq)
-					delete(held, m.Seq)
-					next = m.Seq
-					continue
-				}
-				pctx := context.WithValue(ctx, seqKey{}, m.Seq)
-				_, err := cli.PublishWithOptions(pctx, &paho.Publish{QoS: qos, Topic: topic, Payload: m.Payload},
-					paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-				if err != nil {
+				if err := b.publishOne(ctx, cli, rm, p, m); err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
-					// The link is going down (or the broker cannot take this
-					// message): the next connection starts from the outbox again.
-					return fmt.Errorf("cannot publish outbox message %d on %s: %w", m.Seq, topic, err)
-				}
-				b.m.sent.Inc()
-				next = m.Seq
-				if qos == 0 {
-					rm.add(m.Seq) // written is all that QoS 0 delivers
-					delete(held, m.Seq)
-				} else {
-					inflight++
-					b.inflight.Store(int64(inflight))
+					return err
 				}
 			}
 		}
 		var wake <-chan struct{}
-		if !more {
+		if !p.more {
 			wake = notify
 		}
 		select {
 		case a := <-w.acks:
-			inflight--
-			b.inflight.Store(int64(inflight))
-			b.acked(a, w, rm, held)
+			p.inflight--
+			b.inflight.Store(int64(p.inflight))
+			b.acked(a, w, rm, p.held)
 		case <-wake:
-			more = true
+			p.more = true
 		case <-cli.Done():
 			return nil
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// pumpState is what pump keeps of one connection.
+type pumpState struct {
+	held     map[uint64]struct{} // held, not handed to the remover
+	next     uint64              // last sequence published on this connection
+	inflight int                 // published with QoS 1, not answered yet
+	more     bool                // the outbox may hold more than was read
+}
+
+// publishOne sends one held outbox message without waiting for its PUBACK: a
+// QoS 1 message stays held and counts in flight, a QoS 0 one goes to the
+// remover once written, and one no Up mapping matches is discarded.
+func (b *Bridge) publishOne(ctx context.Context, cli *paho.Client, rm *remover, p *pumpState, m store.Message) error {
+	topic, qos, ok := mapTopic(b.up, m.Topic)
+	if !ok {
+		b.log.Error("outbox message on a topic that no Up mapping matches: dropped; fix the bridge mappings",
+			"topic", m.Topic, "seq", m.Seq)
+		rm.discard(m.Seq)
+		delete(p.held, m.Seq)
+		p.next = m.Seq
+		return nil
+	}
+	pctx := context.WithValue(ctx, seqKey{}, m.Seq)
+	_, err := cli.PublishWithOptions(pctx, &paho.Publish{QoS: qos, Topic: topic, Payload: m.Payload},
+		paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+	if err != nil {
+		// The link is going down (or the broker cannot take this
+		// message): the next connection starts from the outbox again.
+		return fmt.Errorf("cannot publish outbox message %d on %s: %w", m.Seq, topic, err)
+	}
+	b.m.sent.Inc()
+	p.next = m.Seq
+	if qos == 0 {
+		rm.add(m.Seq) // written is all that QoS 0 delivers
+		delete(p.held, m.Seq)
+	} else {
+		p.inflight++
+		b.inflight.Store(int64(p.inflight))
+	}
+	return nil
 }
 
 // acked handles the cloud broker's answer to one outbox message, held by
