@@ -150,6 +150,15 @@ func (c *Config) validate() error {
 	if c.PollInterval < 0 || c.MaxBackoff < 0 || c.JamTimeout < 0 || c.FaultAfter < 0 {
 		return fmt.Errorf("kerong: PollInterval, MaxBackoff, JamTimeout and FaultAfter must not be negative: %w", ErrConfig)
 	}
+	if err := c.validateDoors(); err != nil {
+		return err
+	}
+	return c.validateBuses()
+}
+
+// validateDoors checks each door in number order, then that the doors on one
+// board agree on its channels and that no two doors share a lock.
+func (c *Config) validateDoors() error {
 	type lockKey struct {
 		bus         string
 		board, lock int
@@ -162,24 +171,9 @@ func (c *Config) validate() error {
 	channels := map[boardKey]int{}
 	for _, n := range sortedDoors(c.Doors) {
 		d := c.Doors[n]
-		if n < 1 || n > maxDoor {
-			return fmt.Errorf("kerong: door %d: door numbers are 1..%d: %w", n, maxDoor, ErrConfig)
-		}
-		if d.Bus == "" {
-			return fmt.Errorf("kerong: door %d: no bus; set the serial device of its RS485 adapter: %w", n, ErrConfig)
-		}
-		if d.Board < 0 || d.Board > MaxBoard {
-			return fmt.Errorf("kerong: door %d: board address %d; use the board's DIP address 0..%d: %w", n, d.Board, MaxBoard, ErrConfig)
-		}
-		ch := d.Channels
-		if ch == 0 {
-			ch = defaultChannels
-		}
-		if ch < MinChannels || ch > MaxChannels {
-			return fmt.Errorf("kerong: door %d: %d channels; boards have %d..%d: %w", n, d.Channels, MinChannels, MaxChannels, ErrConfig)
-		}
-		if d.Lock < 1 || d.Lock > ch {
-			return fmt.Errorf("kerong: door %d: lock channel %d; use 1..%d on a %d-channel board: %w", n, d.Lock, ch, ch, ErrConfig)
+		ch, err := validateDoor(n, d)
+		if err != nil {
+			return err
 		}
 		bk := boardKey{d.Bus, d.Board}
 		if prev, ok := channels[bk]; ok && d.Channels != 0 && prev != ch {
@@ -194,6 +188,36 @@ func (c *Config) validate() error {
 		}
 		locks[lk] = n
 	}
+	return nil
+}
+
+// validateDoor checks the ranges of door n's fields and returns its board's
+// channels (the default when it gives none).
+func validateDoor(n int, d Door) (int, error) {
+	if n < 1 || n > maxDoor {
+		return 0, fmt.Errorf("kerong: door %d: door numbers are 1..%d: %w", n, maxDoor, ErrConfig)
+	}
+	if d.Bus == "" {
+		return 0, fmt.Errorf("kerong: door %d: no bus; set the serial device of its RS485 adapter: %w", n, ErrConfig)
+	}
+	if d.Board < 0 || d.Board > MaxBoard {
+		return 0, fmt.Errorf("kerong: door %d: board address %d; use the board's DIP address 0..%d: %w", n, d.Board, MaxBoard, ErrConfig)
+	}
+	ch := d.Channels
+	if ch == 0 {
+		ch = defaultChannels
+	}
+	if ch < MinChannels || ch > MaxChannels {
+		return 0, fmt.Errorf("kerong: door %d: %d channels; boards have %d..%d: %w", n, d.Channels, MinChannels, MaxChannels, ErrConfig)
+	}
+	if d.Lock < 1 || d.Lock > ch {
+		return 0, fmt.Errorf("kerong: door %d: lock channel %d; use 1..%d on a %d-channel board: %w", n, d.Lock, ch, ch, ErrConfig)
+	}
+	return ch, nil
+}
+
+// validateBuses checks each bus's serial settings.
+func (c *Config) validateBuses() error {
 	for path, b := range c.Buses {
 		if b.Baud <= 0 {
 			return fmt.Errorf("kerong: bus %s: baud %d must be positive: %w", path, b.Baud, ErrConfig)

@@ -102,7 +102,31 @@ func scanOne(p serial.Port, addr byte, timeout, gap time.Duration) (BoardReport,
 	if _, err := p.Write(encodeQuery(addr)); err != nil {
 		return r, err
 	}
-	deadline := time.Now().Add(timeout)
+	buf, reply, badSum, err := readReply(p, addr, time.Now().Add(timeout), gap)
+	if err != nil {
+		return r, err
+	}
+	switch {
+	case reply != nil:
+		r.Channels = 8 * len(reply.Status)
+		r.Set = make([]bool, r.Channels)
+		for ch := 1; ch <= r.Channels; ch++ {
+			r.Set[ch-1], _ = bit(reply.Status, ch)
+		}
+	case len(buf) == 0:
+		r.Err = fmt.Errorf("board %d: %w within %v", addr, ErrNoAnswer, timeout)
+	case badSum:
+		r.Err = fmt.Errorf("board %d: %w (got % x)", addr, ErrBadChecksum, buf)
+	default:
+		r.Err = fmt.Errorf("board %d: %w (got % x)", addr, ErrGarbled, buf)
+	}
+	return r, nil
+}
+
+// readReply reads until deadline, or until gap passes after the bytes read
+// end in a read-all reply of addr. It returns the bytes read, that reply
+// (nil: none), and whether a frame with a bad checksum was seen.
+func readReply(p serial.Port, addr byte, deadline time.Time, gap time.Duration) ([]byte, *Frame, bool, error) {
 	var buf []byte
 	rd := make([]byte, 64)
 	var reply *Frame
@@ -116,11 +140,11 @@ func scanOne(p serial.Port, addr byte, timeout, gap time.Duration) (BoardReport,
 			break
 		}
 		if err := p.SetReadTimeout(wait); err != nil {
-			return r, err
+			return buf, reply, badSum, err
 		}
 		n, err := p.Read(rd)
 		if err != nil {
-			return r, err
+			return buf, reply, badSum, err
 		}
 		if n == 0 {
 			if reply != nil {
@@ -140,19 +164,5 @@ func scanOne(p serial.Port, addr byte, timeout, gap time.Duration) (BoardReport,
 			}
 		}
 	}
-	switch {
-	case reply != nil:
-		r.Channels = 8 * len(reply.Status)
-		r.Set = make([]bool, r.Channels)
-		for ch := 1; ch <= r.Channels; ch++ {
-			r.Set[ch-1], _ = bit(reply.Status, ch)
-		}
-	case len(buf) == 0:
-		r.Err = fmt.Errorf("board %d: %w within %v", addr, ErrNoAnswer, timeout)
-	case badSum:
-		r.Err = fmt.Errorf("board %d: %w (got % x)", addr, ErrBadChecksum, buf)
-	default:
-		r.Err = fmt.Errorf("board %d: %w (got % x)", addr, ErrGarbled, buf)
-	}
-	return r, nil
+	return buf, reply, badSum, nil
 }
