@@ -247,20 +247,12 @@ const keepAlive = 25 * time.Second
 // events streams the locker's state as server-sent events: one "state" event
 // at once, then one at every change.
 func (w *Web) events(rw http.ResponseWriter, r *http.Request) {
-	ch := make(chan []byte, 1)
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
+	ch, ok := w.register()
+	if !ok {
 		http.Error(rw, "the locker is stopping", http.StatusServiceUnavailable)
 		return
 	}
-	w.clients[ch] = struct{}{}
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.clients, ch)
-		w.mu.Unlock()
-	}()
+	defer w.unregister(ch)
 	// Registered first, so no change between this read and the next
 	// broadcast can be missed.
 	first, err := w.state()
@@ -268,12 +260,39 @@ func (w *Web) events(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	rc := http.NewResponseController(rw)
 	h := rw.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	rw.WriteHeader(http.StatusOK)
+	w.stream(rw, r, ch, first)
+}
+
+// register adds a page's channel for broadcast; it reports false, adding
+// nothing, once the Web is closed.
+func (w *Web) register() (chan []byte, bool) {
+	ch := make(chan []byte, 1)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, false
+	}
+	w.clients[ch] = struct{}{}
+	return ch, true
+}
+
+// unregister removes a page's channel that register added.
+func (w *Web) unregister(ch chan []byte) {
+	w.mu.Lock()
+	delete(w.clients, ch)
+	w.mu.Unlock()
+}
+
+// stream writes first, then each state received on ch that differs from the
+// one sent before, with a keep-alive comment when idle, until the page goes,
+// a write fails or the Web closes.
+func (w *Web) stream(rw http.ResponseWriter, r *http.Request, ch <-chan []byte, first []byte) {
+	rc := http.NewResponseController(rw)
 	var sent []byte
 	send := func(b []byte) error {
 		if bytes.Equal(b, sent) {
