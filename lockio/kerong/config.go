@@ -156,31 +156,33 @@ func (c *Config) validate() error {
 	return c.validateBuses()
 }
 
-// validateDoors checks each door in number order, then that the doors on one
-// board agree on its channels and that no two doors share a lock.
+type boardKey struct {
+	bus   string
+	board int
+}
+
+// boardSize is a board's channel count and the door that gave it (0: none
+// did, the default).
+type boardSize struct {
+	channels, door int
+}
+
+// validateDoors checks each door in number order against its board's
+// channels, and that no two doors share a lock.
 func (c *Config) validateDoors() error {
 	type lockKey struct {
 		bus         string
 		board, lock int
 	}
-	type boardKey struct {
-		bus   string
-		board int
+	sizes, err := c.boardSizes()
+	if err != nil {
+		return err
 	}
 	locks := map[lockKey]int{}
-	channels := map[boardKey]int{}
 	for _, n := range sortedDoors(c.Doors) {
 		d := c.Doors[n]
-		ch, err := validateDoor(n, d)
-		if err != nil {
+		if err := validateDoor(n, d, sizes[boardKey{d.Bus, d.Board}]); err != nil {
 			return err
-		}
-		bk := boardKey{d.Bus, d.Board}
-		if prev, ok := channels[bk]; ok && d.Channels != 0 && prev != ch {
-			return fmt.Errorf("kerong: door %d: board %d on %s given %d channels, another door says %d: %w", n, d.Board, d.Bus, ch, prev, ErrConfig)
-		}
-		if _, ok := channels[bk]; !ok || d.Channels != 0 {
-			channels[bk] = ch
 		}
 		lk := lockKey{d.Bus, d.Board, d.Lock}
 		if other, ok := locks[lk]; ok {
@@ -191,29 +193,53 @@ func (c *Config) validateDoors() error {
 	return nil
 }
 
-// validateDoor checks the ranges of door n's fields and returns its board's
-// channels (the default when it gives none).
-func validateDoor(n int, d Door) (int, error) {
+// boardSizes is the channel count of every board: the one its doors give
+// (they must agree; one door giving it is enough), else the default.
+func (c *Config) boardSizes() (map[boardKey]boardSize, error) {
+	sizes := map[boardKey]boardSize{}
+	for _, n := range sortedDoors(c.Doors) {
+		d := c.Doors[n]
+		k := boardKey{d.Bus, d.Board}
+		prev, ok := sizes[k]
+		switch {
+		case d.Channels == 0:
+			if !ok {
+				sizes[k] = boardSize{channels: defaultChannels}
+			}
+		case d.Channels < MinChannels || d.Channels > MaxChannels:
+			return nil, fmt.Errorf("kerong: door %d: %d channels; boards have %d..%d: %w", n, d.Channels, MinChannels, MaxChannels, ErrConfig)
+		case ok && prev.door != 0 && prev.channels != d.Channels:
+			return nil, fmt.Errorf("kerong: door %d: board %d on %s given %d channels, door %d says %d: %w", n, d.Board, d.Bus, d.Channels, prev.door, prev.channels, ErrConfig)
+		default:
+			sizes[k] = boardSize{channels: d.Channels, door: n}
+		}
+	}
+	return sizes, nil
+}
+
+// validateDoor checks the ranges of door n's fields, its lock against its
+// board's size.
+func validateDoor(n int, d Door, size boardSize) error {
 	if n < 1 || n > maxDoor {
-		return 0, fmt.Errorf("kerong: door %d: door numbers are 1..%d: %w", n, maxDoor, ErrConfig)
+		return fmt.Errorf("kerong: door %d: door numbers are 1..%d: %w", n, maxDoor, ErrConfig)
 	}
 	if d.Bus == "" {
-		return 0, fmt.Errorf("kerong: door %d: no bus; set the serial device of its RS485 adapter: %w", n, ErrConfig)
+		return fmt.Errorf("kerong: door %d: no bus; set the serial device of its RS485 adapter: %w", n, ErrConfig)
 	}
 	if d.Board < 0 || d.Board > MaxBoard {
-		return 0, fmt.Errorf("kerong: door %d: board address %d; use the board's DIP address 0..%d: %w", n, d.Board, MaxBoard, ErrConfig)
+		return fmt.Errorf("kerong: door %d: board address %d; use the board's DIP address 0..%d: %w", n, d.Board, MaxBoard, ErrConfig)
 	}
-	ch := d.Channels
-	if ch == 0 {
-		ch = defaultChannels
+	if d.Lock >= 1 && d.Lock <= size.channels {
+		return nil
 	}
-	if ch < MinChannels || ch > MaxChannels {
-		return 0, fmt.Errorf("kerong: door %d: %d channels; boards have %d..%d: %w", n, d.Channels, MinChannels, MaxChannels, ErrConfig)
+	ch := size.channels
+	switch {
+	case size.door == 0:
+		return fmt.Errorf("kerong: door %d: lock channel %d; use 1..%d on a %d-channel board (the default; give the board's channels if it has more): %w", n, d.Lock, ch, ch, ErrConfig)
+	case size.door != n:
+		return fmt.Errorf("kerong: door %d: lock channel %d; use 1..%d on a %d-channel board (door %d gives board %d %d channels): %w", n, d.Lock, ch, ch, size.door, d.Board, ch, ErrConfig)
 	}
-	if d.Lock < 1 || d.Lock > ch {
-		return 0, fmt.Errorf("kerong: door %d: lock channel %d; use 1..%d on a %d-channel board: %w", n, d.Lock, ch, ch, ErrConfig)
-	}
-	return ch, nil
+	return fmt.Errorf("kerong: door %d: lock channel %d; use 1..%d on a %d-channel board: %w", n, d.Lock, ch, ch, ErrConfig)
 }
 
 // validateBuses checks each bus's serial settings.
