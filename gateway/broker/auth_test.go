@@ -278,14 +278,14 @@ func TestWillOnAForbiddenTopicNeverReachesTheHandlers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, will := range []paho.WillMessage{
-		{Topic: "locky/down/commands", Payload: []byte(`{"msg_id":"w","command":"open_door","door":7}`), QoS: 1},
-		{Topic: "locky/doors/5/state", Payload: []byte(`{"state":"open"}`), QoS: 1, Retain: true},
-	} {
+	f := func(will paho.WillMessage) {
+		t.Helper()
 		if _, ca := tryConnect(t, b, opts{user: "kiosk", pw: "k", will: &will}); ca == nil || ca.ReasonCode != 0x87 {
 			t.Fatalf("Will on %s: connack %+v; want 0x87", will.Topic, ca)
 		}
 	}
+	f(paho.WillMessage{Topic: "locky/down/commands", Payload: []byte(`{"msg_id":"w","command":"open_door","door":7}`), QoS: 1})
+	f(paho.WillMessage{Topic: "locky/doors/5/state", Payload: []byte(`{"state":"open"}`), QoS: 1, Retain: true})
 	// A Will the kiosk may leave still goes out when its connection drops;
 	// it arrives after anything the refused ones could have sent.
 	seen := make(chan string, 1)
@@ -380,10 +380,8 @@ func TestSessionIsNeverResumedByAnotherUser(t *testing.T) {
 	if err := b.Publish("locky/up/events", []byte("queued"), false, 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range []opts{
-		{id: "ops-1", resume: true, expiry: 600},                         // anonymous (dev mode)
-		{user: "admin", pw: "a", id: "ops-1", resume: true, expiry: 600}, // another user
-	} {
+	f := func(o opts) {
+		t.Helper()
 		c, ca := tryConnect(t, b, o)
 		if ca == nil || ca.ReasonCode != 0x85 {
 			t.Errorf("%q resuming ops's session: connack %+v; want reason 0x85", o.user, ca)
@@ -392,6 +390,8 @@ func TestSessionIsNeverResumedByAnotherUser(t *testing.T) {
 			c.disconnect(t)
 		}
 	}
+	f(opts{id: "ops-1", resume: true, expiry: 600})                         // anonymous (dev mode)
+	f(opts{user: "admin", pw: "a", id: "ops-1", resume: true, expiry: 600}) // another user
 	again, ca := tryConnect(t, b, opts{user: "ops", pw: "o", id: "ops-1", resume: true, expiry: 600})
 	if again == nil || !ca.SessionPresent {
 		t.Fatalf("ops resuming its own session: connack %+v; want session present", ca)

@@ -203,12 +203,16 @@ func TestOnlyDoorStatesAreRetained(t *testing.T) {
 	f("bridge", "b", "locky/down/commands", 0x87)
 	f("ops", "o", "locky/down/reservations", 0x87)
 	f("door3", "d", "locky/doors/3/state", 0)
-	for topic, want := range map[string]bool{"locky/screen/code": false, "locky/down/commands": false,
-		"locky/down/reservations": false, "locky/doors/3/state": true} {
+	retained := func(topic string, want bool) {
+		t.Helper()
 		if _, ok := b.srv.Topics.Retained.Get(topic); ok != want {
 			t.Errorf("%s retained: %v; want %v", topic, ok, want)
 		}
 	}
+	retained("locky/screen/code", false)
+	retained("locky/down/commands", false)
+	retained("locky/down/reservations", false)
+	retained("locky/doors/3/state", true)
 	will := func(user, pw, topic string, want byte) {
 		t.Helper()
 		c, ca := tryConnect(t, b, opts{user: user, pw: pw, will: &paho.WillMessage{Topic: topic, Retain: true, QoS: 1, Payload: []byte("{}")}})

@@ -202,7 +202,8 @@ func TestLogsOfAttacksHoldNoCodeAndStayBounded(t *testing.T) {
 	}
 	b.Close() // writes the summaries
 
-	for name, out := range map[string]string{"text": text.String(), "json": js.String()} {
+	f := func(name, out string) {
+		t.Helper()
 		for _, never := range []string{code, base64.StdEncoding.EncodeToString(payload), base64.StdEncoding.EncodeToString([]byte(code))} {
 			if strings.Contains(out, never) {
 				t.Errorf("the %s log holds %q:\n%s", name, never, out)
@@ -212,6 +213,8 @@ func TestLogsOfAttacksHoldNoCodeAndStayBounded(t *testing.T) {
 			t.Errorf("the %s log has no line about the refused packets:\n%s", name, out)
 		}
 	}
+	f("text", text.String())
+	f("json", js.String())
 	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
 	if len(lines) > 100 {
 		t.Errorf("%d log lines for %d failed logins; want at most 100:\n%s", len(lines), attempts, text.String())
