@@ -54,19 +54,19 @@ func TestAuditTrailThroughTheBackEnd(t *testing.T) {
 	if !r.Verified || r.Break != "" || r.More || r.Next != 2 || len(r.Records) != 2 {
 		t.Fatalf("got %+v; want the 2 openings, verified", r)
 	}
-	for i, want := range []contract.AuditRecord{
-		{Seq: 1, Door: 3, Reservation: "R1", Kind: contract.KindDeposit, Result: contract.ResultOpened, RequestID: "r-1", Sealed: true},
-		{Seq: 2, Door: 3, Reservation: "R1", Kind: contract.KindPickup, Result: contract.ResultOpened, RequestID: "r-2", Sealed: true},
-	} {
-		got := r.Records[i]
+	record := func(seq int, want contract.AuditRecord) {
+		t.Helper()
+		got := r.Records[seq-1]
 		if got.At.IsZero() {
 			t.Errorf("record %d has no time", got.Seq)
 		}
 		got.At = want.At
 		if got != want {
-			t.Errorf("record %d: got %+v; want %+v", i+1, got, want)
+			t.Errorf("record %d: got %+v; want %+v", seq, got, want)
 		}
 	}
+	record(1, contract.AuditRecord{Seq: 1, Door: 3, Reservation: "R1", Kind: contract.KindDeposit, Result: contract.ResultOpened, RequestID: "r-1", Sealed: true})
+	record(2, contract.AuditRecord{Seq: 2, Door: 3, Reservation: "R1", Kind: contract.KindPickup, Result: contract.ResultOpened, RequestID: "r-2", Sealed: true})
 	// The next page is empty; asking changed nothing in the trail.
 	if r := auditReply(t, c, "a-2", r.Next); len(r.Records) != 0 || r.More || r.Next != 2 || r.Trail.Records != 2 || r.Trail.HeadSeq != 2 {
 		t.Fatalf("after record 2: got %+v; want no record and the trail as it was", r)
@@ -74,18 +74,18 @@ func TestAuditTrailThroughTheBackEnd(t *testing.T) {
 
 	// Requests that are not understood get one ack naming the problem and
 	// no reply.
-	for _, tc := range []struct{ msgID, payload, want string }{
-		{"b-1", `{"msg_id":"b-1","limit":1000}`, "limit must be 1..500"},
-		{"b-2", `{"msg_id":"b-2","after":0,"after":5}`, `duplicate key "after" in the audit request`},
-		{"b-3", `{"msg_id":"b-3","After":5}`, `key "After" in the audit request must be spelled "after"`},
-		{"b-4", `{"msg_id":"b-4","after":"latest"}`, `field "after" must be uint64, not string`},
-		{"", `{"after":1`, "malformed JSON"},
-	} {
-		c.Publish(contract.TopicDownAudit, tc.payload)
-		if a := c.Ack(tc.msgID); a.OK || !strings.Contains(a.Error, tc.want) {
-			t.Errorf("%s: ack %+v; want ok:false naming %q", tc.payload, a, tc.want)
+	refused := func(msgID, payload, want string) {
+		t.Helper()
+		c.Publish(contract.TopicDownAudit, payload)
+		if a := c.Ack(msgID); a.OK || !strings.Contains(a.Error, want) {
+			t.Errorf("%s: ack %+v; want ok:false naming %q", payload, a, want)
 		}
 	}
+	refused("b-1", `{"msg_id":"b-1","limit":1000}`, "limit must be 1..500")
+	refused("b-2", `{"msg_id":"b-2","after":0,"after":5}`, `duplicate key "after" in the audit request`)
+	refused("b-3", `{"msg_id":"b-3","After":5}`, `key "After" in the audit request must be spelled "after"`)
+	refused("b-4", `{"msg_id":"b-4","after":"latest"}`, `field "after" must be uint64, not string`)
+	refused("", `{"after":1`, "malformed JSON")
 	auditReply(t, c, "a-3", 2) // committed after the bad ones' acks: any reply to them came before
 	for _, m := range c.Received() {
 		if m.Topic == contract.TopicAudit && bytes.Contains(m.Payload, []byte(`"msg_id":"b-`)) {
@@ -117,7 +117,8 @@ func TestAuditTrailThroughTheBackEnd(t *testing.T) {
 	g = startGateway(t, cfg)
 	c = connect(t, g.MQTTAddr(), "locky/#")
 	// Whatever page is asked for, the verification is the whole trail's.
-	for _, after := range []uint64{0, 1} {
+	broken := func(after uint64) {
+		t.Helper()
 		r := auditReply(t, c, fmt.Sprintf("a-after-%d", after), after)
 		if r.Verified || r.BreakSeq != 1 || !strings.Contains(r.Break, "audit record 1 was altered") {
 			t.Errorf("after %d: got verified %v, break %d %q; want a break naming record 1", after, r.Verified, r.BreakSeq, r.Break)
@@ -126,4 +127,6 @@ func TestAuditTrailThroughTheBackEnd(t *testing.T) {
 			t.Errorf("got records %+v; want both, record 1 as it now reads (door 4)", r.Records)
 		}
 	}
+	broken(0)
+	broken(1)
 }

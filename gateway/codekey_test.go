@@ -245,7 +245,8 @@ func TestCodeKeyOnTheCommandLineIsWarnedOf(t *testing.T) {
 
 	// A code key in a config file that others may read.
 	dir := t.TempDir()
-	for mode, want := range map[os.FileMode]bool{0o644: true, 0o600: false} {
+	private := func(mode os.FileMode, want bool) {
+		t.Helper()
 		conf := writeFile(t, dir, "locky.conf", "dev = false\ncode-key = "+hexKeyA+"\n", mode)
 		logs, err := newFromArgs(t, t.TempDir(), nil, "--config", conf)
 		if err != nil {
@@ -255,6 +256,8 @@ func TestCodeKeyOnTheCommandLineIsWarnedOf(t *testing.T) {
 			t.Errorf("code-key in a config file of mode %04o: warned %v; want %v; logs:\n%s", mode, warned, want, logs)
 		}
 	}
+	private(0o644, true)
+	private(0o600, false)
 }
 
 func TestDataDirIsPrivate(t *testing.T) {

@@ -16,20 +16,19 @@ func TestDuplicatedKeysAreRefusedAndNothingIsStored(t *testing.T) {
 	c := connect(t, g.MQTTAddr(), "locky/#")
 	before := state(t, g)
 
-	tests := []struct{ msgID, payload, want string }{
-		{"dup-1", `{"msg_id":"dup-1","op":"upsert","reservation":{"id":"R1","version":1,"door":1,"status":"arriving",` +
-			`"deposit_code":"111111","pickup_code":"222222","courier_code":"333333","pickup_code":"444444"}}`,
-			`duplicate key "pickup_code" in reservation`},
-		{"dup-2", `{"msg_id":"dup-2","op":"upsert","reservation":{"id":"R1","version":1,"door":1,"status":"arriving",` +
-			`"deposit_code":"111111","pickup_code":"222222","courier_code":"333333","Pickup_Code":"444444"}}`,
-			`key "Pickup_Code" in reservation must be spelled "pickup_code"`},
-	}
-	for _, tc := range tests {
-		c.Publish(contract.TopicDownPrefix+contract.EntityReservations, tc.payload)
-		if a := c.Ack(tc.msgID); a.OK || !strings.Contains(a.Error, tc.want) {
-			t.Fatalf("ack %+v; want ok:false with an error containing %q", a, tc.want)
+	f := func(msgID, payload, want string) {
+		t.Helper()
+		c.Publish(contract.TopicDownPrefix+contract.EntityReservations, payload)
+		if a := c.Ack(msgID); a.OK || !strings.Contains(a.Error, want) {
+			t.Fatalf("%s: ack %+v; want ok:false with an error containing %q", msgID, a, want)
 		}
 	}
+	f("dup-1", `{"msg_id":"dup-1","op":"upsert","reservation":{"id":"R1","version":1,"door":1,"status":"arriving",`+
+		`"deposit_code":"111111","pickup_code":"222222","courier_code":"333333","pickup_code":"444444"}}`,
+		`duplicate key "pickup_code" in reservation`)
+	f("dup-2", `{"msg_id":"dup-2","op":"upsert","reservation":{"id":"R1","version":1,"door":1,"status":"arriving",`+
+		`"deposit_code":"111111","pickup_code":"222222","courier_code":"333333","Pickup_Code":"444444"}}`,
+		`key "Pickup_Code" in reservation must be spelled "pickup_code"`)
 	if r, err := g.Store().Reservation("R1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("reservation R1: got %+v, %v; want none stored", r, err)
 	}
