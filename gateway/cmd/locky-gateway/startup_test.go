@@ -75,52 +75,23 @@ func TestStartupFailuresSayWhatToChange(t *testing.T) {
 		ok             // --check-config passes: the configuration is right
 		warned         // --check-config passes with a warning naming the option
 	)
-	for _, tc := range []struct {
-		name  string
-		args  []string
-		env   []string
-		user  bool // run as another user when the test runs as root
-		want  []string
-		check int
-	}{
-		{name: "HTTP port taken", args: []string{"--http-addr", httpHeld},
-			want: []string{"cannot listen on " + httpHeld, "set --http-addr"}, check: warned},
-		{name: "MQTT port taken", args: []string{"--mqtt-addr", mqttHeld},
-			want: []string{"cannot listen on " + mqttHeld, "set --mqtt-addr"}, check: warned},
-		{name: "data dir of a running gateway", args: []string{"--data-dir", held},
-			want: []string{"--data-dir " + held, "another gateway", "is using this data dir"}, check: ok},
-		{name: "data dir is a file", args: []string{"--data-dir", aFile},
-			want: []string{"--data-dir " + aFile + " is a file, not a directory", "set --data-dir"}, check: refused},
-		{name: "data dir under a file", args: []string{"--data-dir", filepath.Join(aFile, "data")},
-			want: []string{"cannot be created: " + aFile + " is a file", "set --data-dir"}, check: refused},
-		{name: "data dir not writable", args: []string{"--data-dir", readOnly}, user: true,
-			want: []string{"--data-dir " + readOnly + " is not writable", "set --data-dir"}, check: refused},
-		{name: "duration without a unit, flag", args: []string{"--grace", "10"},
-			want: []string{"--grace 10: a duration needs a unit: write 10m"}, check: refused},
-		{name: "duration without a unit, environment", env: []string{"LOCKY_GRACE=10"},
-			want: []string{"LOCKY_GRACE=10: a duration needs a unit: write 10m"}, check: refused},
-		{name: "duration without a unit, config file", args: []string{"--config", badGraceConf},
-			want: []string{badGraceConf + ":2: grace = 10: a duration needs a unit: write 10m"}, check: refused},
-		{name: "unknown flag", args: []string{"--grase", "10m"},
-			want: []string{"unknown option --grase: did you mean --grace?"}, check: refused},
-		{name: "example key outside dev mode", args: []string{"--dev=false"}, env: []string{"LOCKY_CODE_KEY=" + exampleKey},
-			want: []string{"--code-key", "example key", "openssl rand -hex 32"}, check: refused},
-		{name: "example key file outside dev mode", args: []string{"--dev=false", "--code-key-file", exampleKeyFile},
-			want: []string{"--code-key-file", "example key", "openssl rand -hex 32"}, check: refused},
-		{name: "cloud URL without a port", args: []string{"--cloud-url", "mqtt://127.0.0.1"},
-			want: []string{`--cloud-url "mqtt://127.0.0.1" has no port`, "mqtt://127.0.0.1:1883"}, check: refused},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"--data-dir", filepath.Join(t.TempDir(), "data"),
-				"--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, tc.args...) // later flags win
+	// f starts the gateway with args and env (as another user if user is set
+	// and the test runs as root), then with --check-config, and wants one error
+	// line saying all of want; check says what --check-config does. Each case
+	// runs in its own t.Run: one start misjudged does not hide the next.
+	f := func(name string, args, env []string, user bool, check int, want ...string) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			all := append([]string{"--data-dir", filepath.Join(t.TempDir(), "data"),
+				"--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...) // later flags win
 			run := func(extra ...string) (int, string, string) {
 				t.Helper()
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				cmd := exec.CommandContext(ctx, bin, append(args, extra...)...)
+				cmd := exec.CommandContext(ctx, bin, append(all, extra...)...)
 				// Without the race detector's pause before a zero exit.
-				cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), tc.env...)
-				if tc.user && asUser {
+				cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
+				if user && asUser {
 					cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 				}
 				var stdout, stderr bytes.Buffer
@@ -152,7 +123,7 @@ func TestStartupFailuresSayWhatToChange(t *testing.T) {
 				if len(errs) != 1 {
 					t.Fatalf("%s: %d error lines; want one:\n%s", what, len(errs), stderr)
 				}
-				for _, w := range tc.want {
+				for _, w := range want {
 					if !strings.Contains(errs[0], w) {
 						t.Errorf("%s: the error line does not say %q:\n%s", what, w, errs[0])
 					}
@@ -166,7 +137,7 @@ func TestStartupFailuresSayWhatToChange(t *testing.T) {
 			failure("start", stderr)
 
 			code, stdout, stderr := run("--check-config")
-			switch tc.check {
+			switch check {
 			case refused:
 				if code == 0 {
 					t.Fatalf("--check-config exited 0 (%q):\n%s", stdout, stderr)
@@ -178,14 +149,40 @@ func TestStartupFailuresSayWhatToChange(t *testing.T) {
 				}
 				warns := 0
 				for _, line := range strings.Split(stderr, "\n") {
-					if strings.HasPrefix(line, "locky-gateway: warning: ") && strings.Contains(line, tc.want[len(tc.want)-1]) {
+					if strings.HasPrefix(line, "locky-gateway: warning: ") && strings.Contains(line, want[len(want)-1]) {
 						warns++
 					}
 				}
-				if want := map[int]int{ok: 0, warned: 1}[tc.check]; warns != want {
-					t.Errorf("--check-config: %d warnings naming %q; want %d:\n%s", warns, tc.want[len(tc.want)-1], want, stderr)
+				if n := map[int]int{ok: 0, warned: 1}[check]; warns != n {
+					t.Errorf("--check-config: %d warnings naming %q; want %d:\n%s", warns, want[len(want)-1], n, stderr)
 				}
 			}
 		})
 	}
+	f("HTTP port taken", []string{"--http-addr", httpHeld}, nil, false, warned,
+		"cannot listen on "+httpHeld, "set --http-addr")
+	f("MQTT port taken", []string{"--mqtt-addr", mqttHeld}, nil, false, warned,
+		"cannot listen on "+mqttHeld, "set --mqtt-addr")
+	f("data dir of a running gateway", []string{"--data-dir", held}, nil, false, ok,
+		"--data-dir "+held, "another gateway", "is using this data dir")
+	f("data dir is a file", []string{"--data-dir", aFile}, nil, false, refused,
+		"--data-dir "+aFile+" is a file, not a directory", "set --data-dir")
+	f("data dir under a file", []string{"--data-dir", filepath.Join(aFile, "data")}, nil, false, refused,
+		"cannot be created: "+aFile+" is a file", "set --data-dir")
+	f("data dir not writable", []string{"--data-dir", readOnly}, nil, true, refused,
+		"--data-dir "+readOnly+" is not writable", "set --data-dir")
+	f("duration without a unit, flag", []string{"--grace", "10"}, nil, false, refused,
+		"--grace 10: a duration needs a unit: write 10m")
+	f("duration without a unit, environment", nil, []string{"LOCKY_GRACE=10"}, false, refused,
+		"LOCKY_GRACE=10: a duration needs a unit: write 10m")
+	f("duration without a unit, config file", []string{"--config", badGraceConf}, nil, false, refused,
+		badGraceConf+":2: grace = 10: a duration needs a unit: write 10m")
+	f("unknown flag", []string{"--grase", "10m"}, nil, false, refused,
+		"unknown option --grase: did you mean --grace?")
+	f("example key outside dev mode", []string{"--dev=false"}, []string{"LOCKY_CODE_KEY=" + exampleKey}, false, refused,
+		"--code-key", "example key", "openssl rand -hex 32")
+	f("example key file outside dev mode", []string{"--dev=false", "--code-key-file", exampleKeyFile}, nil, false, refused,
+		"--code-key-file", "example key", "openssl rand -hex 32")
+	f("cloud URL without a port", []string{"--cloud-url", "mqtt://127.0.0.1"}, nil, false, refused,
+		`--cloud-url "mqtt://127.0.0.1" has no port`, "mqtt://127.0.0.1:1883")
 }
