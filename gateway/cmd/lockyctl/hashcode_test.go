@@ -68,12 +68,16 @@ func TestHashCodeOpensTheLockersDoor(t *testing.T) {
 	if _, err := s.UpsertReservation(time.Now(), "m-1", r, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	for c, want := range map[string]string{"482913": contract.KindDeposit, "193284": contract.KindPickup, "777000": contract.KindCourier} {
+	f := func(c, want string) {
+		t.Helper()
 		got, kind, err := s.LookupCode(c)
 		if err != nil || got == nil || got.ID != "R1" || kind != want {
 			t.Errorf("LookupCode(%s): got %v, %q, %v; want R1, %q", c, got, kind, err, want)
 		}
 	}
+	f("482913", contract.KindDeposit)
+	f("193284", contract.KindPickup)
+	f("777000", contract.KindCourier)
 }
 
 func TestHashCodeRefusals(t *testing.T) {
