@@ -474,7 +474,8 @@ func TestAuditReplyReportsABreak(t *testing.T) {
 		return audit.Put(seqKey(3), bytes.Replace(v, []byte(`"door":3`), []byte(`"door":9`), 1))
 	})
 	// Whatever the page, the verification is the whole trail's.
-	for _, after := range []uint64{0, 3, 5} {
+	f := func(after uint64) {
+		t.Helper()
 		id := fmt.Sprintf("a-%d", after)
 		msgs, err := s.AuditReply(t0(), contract.AuditRequest{MsgID: id, After: after, Limit: 10})
 		r := replyOf(t, msgs, err, id)
@@ -482,6 +483,9 @@ func TestAuditReplyReportsABreak(t *testing.T) {
 			t.Errorf("after %d: got verified %v, break %d %q; want a break at record 3", after, r.Verified, r.BreakSeq, r.Break)
 		}
 	}
+	f(0)
+	f(3)
+	f(5)
 	msgs, err := s.AuditReply(t0(), contract.AuditRequest{MsgID: "all", Limit: 10})
 	if r := replyOf(t, msgs, err, "all"); len(r.Records) != 5 || r.Records[2].Door != 9 {
 		t.Fatalf("got %+v; want the 5 records, the edited one as it now reads", r.Records)

@@ -48,7 +48,8 @@ func TestUpsertReservationNew(t *testing.T) {
 	if !r.UpdatedAt.Equal(t0()) {
 		t.Fatalf("got updated_at %v; want %v", r.UpdatedAt, t0())
 	}
-	for kind, code := range map[string]string{"deposit": dep0, "pickup": pick0, "courier": cour0} {
+	f := func(kind, code string) {
+		t.Helper()
 		c := r.Codes[kind]
 		if c == nil || !bytes.Equal(c.Hash, s.HashCode(code)) || !c.UsedAt.IsZero() {
 			t.Fatalf("%s code: got %+v; want the unused hash of %s", kind, c, code)
@@ -57,6 +58,9 @@ func TestUpsertReservationNew(t *testing.T) {
 			t.Fatalf("LookupCode(%s): got %q; want %q", code, got, want)
 		}
 	}
+	f("deposit", dep0)
+	f("pickup", pick0)
+	f("courier", cour0)
 	if a, err := s.ActiveReservation(2); err != nil || a == nil || a.ID != "R1" {
 		t.Fatalf("ActiveReservation(2): got %+v, %v; want R1", a, err)
 	}
@@ -130,74 +134,70 @@ func TestUpsertReservationRejects(t *testing.T) {
 	with := func(r contract.Reservation, f func(*contract.Reservation)) contract.Reservation { f(&r); return r }
 	r0 := newRes("R0", 1, dep0, pick0, cour0)
 	r1 := newRes("R1", 1, dep1, pick1, cour1)
-	cases := []struct {
-		name  string
-		prep  func(*testing.T, *store.Store)
-		in    contract.Reservation
-		wants []string
-	}{
-		{"unknown door", nil, with(r1, func(r *contract.Reservation) { r.Door = 99 }),
-			[]string{"reservation R1: door 99 does not exist", store.ErrUnknownDoor.Error()}},
-		{"door holds an arriving parcel", prepArriving, r1,
-			[]string{"door 1 holds reservation R0", store.ErrDoorOccupied.Error()}},
-		{"door holds a stored parcel", prepStored, r1,
-			[]string{"door 1 holds reservation R0", store.ErrDoorOccupied.Error()}},
-		{"door moved onto an occupied door", func(t *testing.T, s *store.Store) {
-			prepArriving(t, s)
-			upsert(t, s, t0(), newRes("R1", 4, dep1, pick1, cour1))
-		}, v2(r1), []string{"door 1 holds reservation R0", store.ErrDoorOccupied.Error()}},
-		{"disabled door", nil, with(r1, func(r *contract.Reservation) { r.Door = 3 }),
-			[]string{"reservation R1: door 3 is disabled", store.ErrDoorDisabled.Error()}},
-		{"unknown partner", nil, with(r1, func(r *contract.Reservation) { r.Partner = "initech" }),
-			[]string{"reservation R1: partner initech does not exist", store.ErrUnknownPartner.Error()}},
-		{"partner mismatch", nil, with(r1, func(r *contract.Reservation) { r.Door, r.Partner = 2, "globex" }),
-			[]string{`reservation R1 is for partner "globex" but door 2 is allocated to partner "acme"`, store.ErrPartnerMismatch.Error()}},
-		{"no partner for a partner door", nil, with(r1, func(r *contract.Reservation) { r.Door = 2 }),
-			[]string{`reservation R1 is for partner "" but door 2 is allocated to partner "acme"`, store.ErrPartnerMismatch.Error()}},
-		{"new reservation already stored", nil, with(r1, func(r *contract.Reservation) { r.Status = contract.StatusStored }),
-			[]string{`reservation R1: a new reservation starts "arriving", not "stored"`, store.ErrStatusOwned.Error()}},
-		{"new reservation already delivered", nil, with(r1, func(r *contract.Reservation) { r.Status = contract.StatusDelivered }),
-			[]string{`not "delivered"`, store.ErrStatusOwned.Error()}},
-		{"status past the locker: stored", prepArriving, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusStored }),
-			[]string{"reservation R0 is arriving; the back-end cannot set it to stored", store.ErrStatusOwned.Error()}},
-		{"status past the locker: delivered", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusDelivered }),
-			[]string{"reservation R0 is stored; the back-end cannot set it to delivered", store.ErrStatusOwned.Error()}},
-		{"status past the locker: returned", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusReturned }),
-			[]string{"reservation R0 is stored; the back-end cannot set it to returned", store.ErrStatusOwned.Error()}},
-		{"status backwards: stored to arriving", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusArriving }),
-			[]string{"reservation R0 is stored; the back-end cannot set it to arriving", store.ErrStatusOwned.Error()}},
-		{"status backwards: delivered to stored", prepDelivered, with(v2(r0), func(r *contract.Reservation) { r.Version, r.Status = 9, contract.StatusStored }),
-			[]string{"reservation R0 is delivered; the back-end cannot set it to stored", store.ErrStatusOwned.Error()}},
-		{"cancel a stored parcel", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusCancelled }),
-			[]string{"reservation R0 is stored; the back-end cannot set it to cancelled", store.ErrStatusOwned.Error()}},
-		{"door change of a stored parcel", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Door = 4 }),
-			[]string{"reservation R0 is stored in door 1; its door cannot change", store.ErrStatusOwned.Error()}},
-		{"code live in an arriving reservation", prepArriving, with(r1, func(r *contract.Reservation) { r.Door, r.PickupCode = 4, dep0 }),
-			[]string{"reservation R1: its pickup code is a live code of reservation R0; choose another code", store.ErrCodeInUse.Error()}},
-		{"code live in a stored reservation, sent as a hash", prepStored, with(r1, func(r *contract.Reservation) {
-			r.Door, r.CourierCode, r.CourierHash = 4, "", hmacHex(testKey, cour0)
-		}), []string{"reservation R1: its courier code is a live code of reservation R0", store.ErrCodeInUse.Error()}},
-		{"code in its grace period", prepDelivered, with(r1, func(r *contract.Reservation) { r.DepositCode = pick0 }),
-			[]string{"reservation R1: its deposit code is a live code of reservation R0", store.ErrCodeInUse.Error()}},
-		{"bad hash", nil, with(r1, func(r *contract.Reservation) { r.DepositCode, r.DepositHash = "", "zz" }),
-			[]string{"reservation R1: deposit_hash must be 64 hex digits", contract.ErrBadPayload.Error()}},
-		{"short hash", nil, with(r1, func(r *contract.Reservation) { r.PickupCode, r.PickupHash = "", hmacHex(testKey, pick1)[:62] }),
-			[]string{"reservation R1: pickup_hash must be 64 hex digits"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
+	// Each case runs in its own t.Run, on its own store: one accepted wrongly
+	// does not hide the next.
+	f := func(name string, prep func(*testing.T, *store.Store), in contract.Reservation, wants ...string) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
 			s := openTestStore(t)
 			seed(t, s)
-			if c.prep != nil {
-				c.prep(t, s)
+			if prep != nil {
+				prep(t, s)
 			}
 			codes := []string{dep0, pick0, cour0, dep1, pick1, cour1}
 			before := stateOf(t, s, codes...)
-			msgs, err := s.UpsertReservation(now, "m-bad", c.in, grace)
-			mustReject(t, msgs, err, "m-bad", c.wants...)
+			msgs, err := s.UpsertReservation(now, "m-bad", in, grace)
+			mustReject(t, msgs, err, "m-bad", wants...)
 			sameState(t, before, stateOf(t, s, codes...))
 		})
 	}
+	f("unknown door", nil, with(r1, func(r *contract.Reservation) { r.Door = 99 }),
+		"reservation R1: door 99 does not exist", store.ErrUnknownDoor.Error())
+	f("door holds an arriving parcel", prepArriving, r1,
+		"door 1 holds reservation R0", store.ErrDoorOccupied.Error())
+	f("door holds a stored parcel", prepStored, r1,
+		"door 1 holds reservation R0", store.ErrDoorOccupied.Error())
+	f("door moved onto an occupied door", func(t *testing.T, s *store.Store) {
+		prepArriving(t, s)
+		upsert(t, s, t0(), newRes("R1", 4, dep1, pick1, cour1))
+	}, v2(r1), "door 1 holds reservation R0", store.ErrDoorOccupied.Error())
+	f("disabled door", nil, with(r1, func(r *contract.Reservation) { r.Door = 3 }),
+		"reservation R1: door 3 is disabled", store.ErrDoorDisabled.Error())
+	f("unknown partner", nil, with(r1, func(r *contract.Reservation) { r.Partner = "initech" }),
+		"reservation R1: partner initech does not exist", store.ErrUnknownPartner.Error())
+	f("partner mismatch", nil, with(r1, func(r *contract.Reservation) { r.Door, r.Partner = 2, "globex" }),
+		`reservation R1 is for partner "globex" but door 2 is allocated to partner "acme"`, store.ErrPartnerMismatch.Error())
+	f("no partner for a partner door", nil, with(r1, func(r *contract.Reservation) { r.Door = 2 }),
+		`reservation R1 is for partner "" but door 2 is allocated to partner "acme"`, store.ErrPartnerMismatch.Error())
+	f("new reservation already stored", nil, with(r1, func(r *contract.Reservation) { r.Status = contract.StatusStored }),
+		`reservation R1: a new reservation starts "arriving", not "stored"`, store.ErrStatusOwned.Error())
+	f("new reservation already delivered", nil, with(r1, func(r *contract.Reservation) { r.Status = contract.StatusDelivered }),
+		`not "delivered"`, store.ErrStatusOwned.Error())
+	f("status past the locker: stored", prepArriving, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusStored }),
+		"reservation R0 is arriving; the back-end cannot set it to stored", store.ErrStatusOwned.Error())
+	f("status past the locker: delivered", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusDelivered }),
+		"reservation R0 is stored; the back-end cannot set it to delivered", store.ErrStatusOwned.Error())
+	f("status past the locker: returned", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusReturned }),
+		"reservation R0 is stored; the back-end cannot set it to returned", store.ErrStatusOwned.Error())
+	f("status backwards: stored to arriving", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusArriving }),
+		"reservation R0 is stored; the back-end cannot set it to arriving", store.ErrStatusOwned.Error())
+	f("status backwards: delivered to stored", prepDelivered, with(v2(r0), func(r *contract.Reservation) { r.Version, r.Status = 9, contract.StatusStored }),
+		"reservation R0 is delivered; the back-end cannot set it to stored", store.ErrStatusOwned.Error())
+	f("cancel a stored parcel", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Status = contract.StatusCancelled }),
+		"reservation R0 is stored; the back-end cannot set it to cancelled", store.ErrStatusOwned.Error())
+	f("door change of a stored parcel", prepStored, with(v2(r0), func(r *contract.Reservation) { r.Door = 4 }),
+		"reservation R0 is stored in door 1; its door cannot change", store.ErrStatusOwned.Error())
+	f("code live in an arriving reservation", prepArriving, with(r1, func(r *contract.Reservation) { r.Door, r.PickupCode = 4, dep0 }),
+		"reservation R1: its pickup code is a live code of reservation R0; choose another code", store.ErrCodeInUse.Error())
+	f("code live in a stored reservation, sent as a hash", prepStored, with(r1, func(r *contract.Reservation) {
+		r.Door, r.CourierCode, r.CourierHash = 4, "", hmacHex(testKey, cour0)
+	}), "reservation R1: its courier code is a live code of reservation R0", store.ErrCodeInUse.Error())
+	f("code in its grace period", prepDelivered, with(r1, func(r *contract.Reservation) { r.DepositCode = pick0 }),
+		"reservation R1: its deposit code is a live code of reservation R0", store.ErrCodeInUse.Error())
+	f("bad hash", nil, with(r1, func(r *contract.Reservation) { r.DepositCode, r.DepositHash = "", "zz" }),
+		"reservation R1: deposit_hash must be 64 hex digits", contract.ErrBadPayload.Error())
+	f("short hash", nil, with(r1, func(r *contract.Reservation) { r.PickupCode, r.PickupHash = "", hmacHex(testKey, pick1)[:62] }),
+		"reservation R1: pickup_hash must be 64 hex digits")
 }
 
 func TestUpsertReservationUpdates(t *testing.T) {
