@@ -56,6 +56,7 @@ func TestLockoutBound(t *testing.T) {
 // buys a guess: the hour still judges at most 30 wrong codes.
 func TestAValidCodeDoesNotResetTheLockout(t *testing.T) {
 	f := func(name string, valid func(r *rig)) {
+		t.Helper()
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				r := newRig(t)
