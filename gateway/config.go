@@ -252,27 +252,52 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 	if opts.ConfigFile == "" {
 		opts.ConfigFile = getenv("LOCKY_CONFIG")
 	}
-	fromFile := map[string]bool{}
-	if opts.ConfigFile != "" {
-		kv, err := readConfigFile(opts.ConfigFile)
-		if err != nil {
-			return cfg, opts, err
-		}
-		for _, e := range kv {
-			f := fs.Lookup(e.key)
-			if f == nil || commandOnly[e.key] {
-				return cfg, opts, fmt.Errorf("%s:%d: unknown option %q%s (options are the flag names, see --help)",
-					opts.ConfigFile, e.line, e.key, didYouMean(fs, e.key, ""))
-			}
-			if onCommandLine[e.key] {
-				continue
-			}
-			if err := f.Value.Set(e.value); err != nil {
-				return cfg, opts, fmt.Errorf("%s:%d: %s = %s: %w", opts.ConfigFile, e.line, e.key, e.value, err)
-			}
-			fromFile[e.key] = true
-		}
+	fromFile, err := applyConfigFile(fs, opts.ConfigFile, onCommandLine)
+	if err != nil {
+		return cfg, opts, err
 	}
+	fromEnv, err := applyEnv(fs, getenv, onCommandLine)
+	if err != nil {
+		return cfg, opts, err
+	}
+	if err := cfg.keySources(fs, opts.ConfigFile, getenv, onCommandLine, fromEnv, fromFile); err != nil {
+		return cfg, opts, err
+	}
+	return cfg, opts, cfg.Validate()
+}
+
+// applyConfigFile sets the options of the config file at path (none when
+// path is empty) that the command line does not set, and returns the names
+// it set.
+func applyConfigFile(fs *flag.FlagSet, path string, onCommandLine map[string]bool) (map[string]bool, error) {
+	fromFile := map[string]bool{}
+	if path == "" {
+		return fromFile, nil
+	}
+	kv, err := readConfigFile(path)
+	if err != nil {
+		return fromFile, err
+	}
+	for _, e := range kv {
+		f := fs.Lookup(e.key)
+		if f == nil || commandOnly[e.key] {
+			return fromFile, fmt.Errorf("%s:%d: unknown option %q%s (options are the flag names, see --help)",
+				path, e.line, e.key, didYouMean(fs, e.key, ""))
+		}
+		if onCommandLine[e.key] {
+			continue
+		}
+		if err := f.Value.Set(e.value); err != nil {
+			return fromFile, fmt.Errorf("%s:%d: %s = %s: %w", path, e.line, e.key, e.value, err)
+		}
+		fromFile[e.key] = true
+	}
+	return fromFile, nil
+}
+
+// applyEnv sets the options of the LOCKY_* environment that the command line
+// does not set, over those of the config file, and returns the names it set.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string, onCommandLine map[string]bool) (map[string]bool, error) {
 	var envErr error
 	fromEnv := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
@@ -287,13 +312,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Con
 			fromEnv[f.Name] = true
 		}
 	})
-	if envErr != nil {
-		return cfg, opts, envErr
-	}
-	if err := cfg.keySources(fs, opts.ConfigFile, getenv, onCommandLine, fromEnv, fromFile); err != nil {
-		return cfg, opts, err
-	}
-	return cfg, opts, cfg.Validate()
+	return fromEnv, envErr
 }
 
 // printUsage writes the usage of --help: every option with its default.
@@ -580,10 +599,34 @@ func readConfigFile(path string) ([]keyValue, error) {
 	return out, err
 }
 
-// Validate checks the configuration and says which option to fix.
+// Validate checks the configuration and says which option to fix. It lists
+// every problem, in the order of the groups below.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	c.validateIdentity(bad)
+	c.validateDoors(bad)
+	c.validateCodeKeys(bad)
+	c.validateDurations(bad)
+	c.validateBrokerLimits(bad)
+	if c.LockoutMax < c.LockoutBase {
+		bad("--lockout-max %s is shorter than --lockout-base %s", c.LockoutMax, c.LockoutBase)
+	}
+	if c.OutboxMaxBytes < 1<<20 {
+		bad("--outbox-max-bytes %d: use at least 1 MiB", c.OutboxMaxBytes)
+	}
+	c.validateCloud(bad)
+	c.validateMetricsPush(bad)
+	c.validateLogs(bad)
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// validateIdentity checks the locker id, the data dir and the listen
+// addresses, calling bad for each problem.
+func (c *Config) validateIdentity(bad func(format string, args ...any)) {
 	if c.LockerID == "" || strings.ContainsAny(c.LockerID, "/+#") || len(c.LockerID) > 64 {
 		bad("--locker-id %q: must be 1..64 characters without / + #", c.LockerID)
 	}
@@ -595,12 +638,22 @@ func (c *Config) Validate() error {
 			bad("%s %q: want host:port: %v", name, addr, err)
 		}
 	}
+}
+
+// validateDoors checks the simulated doors against the door map.
+func (c *Config) validateDoors(bad func(format string, args ...any)) {
 	if c.SimDoors < 0 || c.SimDoors > 9999 {
 		bad("--sim-doors %d: must be 0..9999", c.SimDoors)
 	}
 	if c.DoorMap != "" && c.SimDoors > 0 {
 		bad("--door-map %s drives real doors, and --sim-doors %d simulated ones: set --sim-doors 0", c.DoorMap, c.SimDoors)
 	}
+}
+
+// validateCodeKeys checks the current and the previous code key: one form
+// of each, hex of the right length, not the documentation's example outside
+// dev mode, and no end of a rotation without a previous key.
+func (c *Config) validateCodeKeys(bad func(format string, args ...any)) {
 	if c.CodeKey == "" && c.CodeKeyFile == "" && !c.Dev {
 		bad("--code-key is required outside dev mode: give it in a file with --code-key-file (mode 0600) or in LOCKY_CODE_KEY (hex, at least 16 bytes)")
 	}
@@ -622,6 +675,11 @@ func (c *Config) Validate() error {
 	if !c.CodeKeyPreviousUntil.IsZero() && c.CodeKeyPrevious == "" && c.CodeKeyPreviousFile == "" {
 		bad("--code-key-previous-until is set without a previous key: set --code-key-previous-file too, or remove it once the rotation is over")
 	}
+}
+
+// validateDurations checks the workflow's, the store's and the bridge's
+// durations, the simulator's auto-close and the lockout threshold.
+func (c *Config) validateDurations(bad func(format string, args ...any)) {
 	for name, d := range map[string]time.Duration{"--grace": c.Grace, "--door-timeout": c.DoorTimeout,
 		"--left-open-after": c.LeftOpenAfter, "--lockout-window": c.LockoutWindow, "--lockout-base": c.LockoutBase,
 		"--lockout-max": c.LockoutMax, "--lockout-reset-after": c.LockoutResetAfter, "--retention": c.Retention, "--outbox-max-age": c.OutboxMaxAge,
@@ -636,6 +694,10 @@ func (c *Config) Validate() error {
 	if c.LockoutThreshold < 1 {
 		bad("--lockout-threshold must be at least 1")
 	}
+}
+
+// validateBrokerLimits checks the limits of the local broker's clients.
+func (c *Config) validateBrokerLimits(bad func(format string, args ...any)) {
 	for name, n := range map[string]int{"--mqtt-max-clients": c.MQTTMaxClients, "--mqtt-max-per-addr": c.MQTTMaxPerAddr, "--mqtt-max-retained": c.MQTTMaxRetained,
 		"--mqtt-max-per-user": c.MQTTMaxPerUser} {
 		if n < 1 {
@@ -645,12 +707,11 @@ func (c *Config) Validate() error {
 	if c.MQTTConnectTimeout <= 0 {
 		bad("--mqtt-connect-timeout must be positive, not %s", c.MQTTConnectTimeout)
 	}
-	if c.LockoutMax < c.LockoutBase {
-		bad("--lockout-max %s is shorter than --lockout-base %s", c.LockoutMax, c.LockoutBase)
-	}
-	if c.OutboxMaxBytes < 1<<20 {
-		bad("--outbox-max-bytes %d: use at least 1 MiB", c.OutboxMaxBytes)
-	}
+}
+
+// validateCloud checks the cloud broker's URL and the bridge's topic
+// mappings.
+func (c *Config) validateCloud(bad func(format string, args ...any)) {
 	if c.CloudURL != "" {
 		u, err := url.Parse(c.CloudURL)
 		switch {
@@ -679,14 +740,23 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if c.MetricsPushURL != "" {
-		if u, err := url.Parse(c.MetricsPushURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			bad("--metrics-push-url %q: want http://host:port/api/v1/import/prometheus", c.MetricsPushURL)
-		}
-		if c.MetricsPushInterval <= 0 {
-			bad("--metrics-push-interval must be positive")
-		}
+}
+
+// validateMetricsPush checks the push URL and its interval, when set.
+func (c *Config) validateMetricsPush(bad func(format string, args ...any)) {
+	if c.MetricsPushURL == "" {
+		return
 	}
+	if u, err := url.Parse(c.MetricsPushURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		bad("--metrics-push-url %q: want http://host:port/api/v1/import/prometheus", c.MetricsPushURL)
+	}
+	if c.MetricsPushInterval <= 0 {
+		bad("--metrics-push-interval must be positive")
+	}
+}
+
+// validateLogs checks the log format and level.
+func (c *Config) validateLogs(bad func(format string, args ...any)) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: use text or json", c.LogFormat)
 	}
@@ -695,10 +765,6 @@ func (c *Config) Validate() error {
 	default:
 		bad("--log-level %q: use debug, info, warn or error", c.LogLevel)
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("invalid configuration: %w", errors.Join(errs...))
-	}
-	return nil
 }
 
 // ParseMappings parses topic mappings written FROM=TO@QOS, comma-separated,
@@ -745,6 +811,24 @@ func Check(cfg Config) (warnings []string, err error) {
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, checkCodeKeys(cfg)...)
+	warnings, fileErrs := checkFiles(cfg)
+	errs = append(errs, fileErrs...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	listenWarnings, err := checkListenAddrs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, listenWarnings...)
+	return append(warnings, keyWarnings(cfg)...), nil
+}
+
+// checkCodeKeys reads the code key files, and the dev code key when it is
+// the one in use, and refuses the example key outside dev mode.
+func checkCodeKeys(cfg Config) []error {
+	var errs []error
 	keyFile := func(name, path string) []byte {
 		if path == "" {
 			return nil
@@ -757,19 +841,38 @@ func Check(cfg Config) (warnings []string, err error) {
 	}
 	current := keyFile("code-key-file", cfg.CodeKeyFile)
 	if cfg.CodeKey == "" && cfg.CodeKeyFile == "" && cfg.Dev {
-		path := filepath.Join(cfg.DataDir, "code.key")
-		if raw, err := os.ReadFile(path); err == nil {
-			if _, err := parseCodeKey(string(raw)); err != nil {
-				errs = append(errs, fmt.Errorf("the dev code key %q is damaged (%w); restore it from a backup: without it no stored code matches", path, err))
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("cannot read the dev code key: %w", err))
+		if err := checkDevCodeKey(cfg.DataDir); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if !cfg.Dev && isExampleKey(current) {
 		errs = append(errs, fmt.Errorf("--code-key-file %s: %w", cfg.CodeKeyFile, errExampleKey))
 	}
 	keyFile("code-key-previous-file", cfg.CodeKeyPreviousFile)
+	return errs
+}
+
+// checkDevCodeKey reports a dev code key in dataDir that cannot be read or
+// parsed; none there yet is fine, New generates it.
+func checkDevCodeKey(dataDir string) error {
+	path := filepath.Join(dataDir, "code.key")
+	raw, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("cannot read the dev code key: %w", err)
+	}
+	if _, err := parseCodeKey(string(raw)); err != nil {
+		return fmt.Errorf("the dev code key %q is damaged (%w); restore it from a backup: without it no stored code matches", path, err)
+	}
+	return nil
+}
+
+// checkFiles reads the door map and the users file and opens the cloud's
+// certificate files. It warns of the locker's doors that the door map does
+// not name.
+func checkFiles(cfg Config) (warnings []string, errs []error) {
 	if cfg.DoorMap != "" {
 		if m, err := ReadDoorMap(cfg.DoorMap); err != nil {
 			errs = append(errs, fmt.Errorf("--door-map: %w", err))
@@ -792,9 +895,13 @@ func Check(cfg Config) (warnings []string, err error) {
 			errs = append(errs, fmt.Errorf("--%s: %w", f.name, err))
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
+	return warnings, errs
+}
+
+// checkListenAddrs warns of each listen address that cannot be listened on
+// now.
+func checkListenAddrs(cfg Config) ([]string, error) {
+	var warnings []string
 	for _, a := range []struct{ name, addr string }{{"mqtt-addr", cfg.MQTTAddr}, {"http-addr", cfg.HTTPAddr}} {
 		ln, err := net.Listen("tcp", a.addr)
 		if err != nil {
@@ -805,13 +912,20 @@ func Check(cfg Config) (warnings []string, err error) {
 			return nil, fmt.Errorf("--%s %s: %w", a.name, a.addr, err)
 		}
 	}
+	return warnings, nil
+}
+
+// keyWarnings warns, outside dev mode, of code keys that other local users
+// can read: on the command line or in an open config file.
+func keyWarnings(cfg Config) []string {
+	var warnings []string
 	if !cfg.Dev && cfg.keysOnCommandLine != "" {
 		warnings = append(warnings, "a code key is on the command line ("+cfg.keysOnCommandLine+"), where every local user can read it: use --code-key-file (mode 0600) or LOCKY_CODE_KEY")
 	}
 	if !cfg.Dev && cfg.keysInOpenFile != "" {
 		warnings = append(warnings, "a code key is in a config file that group or other may read, "+cfg.keysInOpenFile+": chmod 600 it, or move the key to --code-key-file")
 	}
-	return warnings, nil
+	return warnings
 }
 
 // checkDataDir reports what keeps the gateway from using dir as its data dir:
