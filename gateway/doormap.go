@@ -76,24 +76,62 @@ type serialLine struct {
 	timeout        time.Duration
 }
 
+// doorMapSettings are what the lines other than door lines set.
+type doorMapSettings struct {
+	buses       map[string]serialLine // device → its bus line
+	poll, pulse time.Duration
+}
+
+// buildDoorMap reads the settings first, so that their order does not
+// matter, then the doors, then puts each bus line on the bank of its doors.
 func buildDoorMap(lines []doorMapLine) (DoorMap, error) {
-	buses := map[string]serialLine{}
-	var poll, pulse time.Duration
-	for _, l := range lines { // settings first, so that their order does not matter
+	set, err := readDoorMapSettings(lines)
+	if err != nil {
+		return DoorMap{}, err
+	}
+	m := DoorMap{Kerong: kerong.Config{Doors: map[int]kerong.Door{}, Buses: map[string]kerong.Bus{}, PollInterval: set.poll}}
+	modbusDoors, kindOf, err := readDoorLines(lines, &m.Kerong)
+	if err != nil {
+		return DoorMap{}, err
+	}
+	for dev, s := range set.buses {
+		switch kindOf[dev] {
+		case "kerong":
+			m.Kerong.Buses[dev] = kerong.Bus{Baud: s.baud, Parity: s.parity, StopBits: s.stopBits, ResponseTimeout: s.timeout}
+		case "":
+			return DoorMap{}, fmt.Errorf("bus %s: no door is on it", dev)
+		}
+	}
+	m.Modbus = modbusConfigs(modbusDoors, set)
+	if len(kindOf) == 0 { // no door line named a door
+		return DoorMap{}, errors.New(" no door line: the map must name at least one door") // after the path's colon
+	}
+	return m, nil
+}
+
+// readDoorMapSettings reads the bus, poll-interval and pulse lines.
+func readDoorMapSettings(lines []doorMapLine) (doorMapSettings, error) {
+	set := doorMapSettings{buses: map[string]serialLine{}}
+	for _, l := range lines {
 		var err error
 		switch l.kind {
 		case "bus":
-			err = readBusLine(l, buses)
+			err = readBusLine(l, set.buses)
 		case "poll-interval":
-			poll, err = oneDuration(l)
+			set.poll, err = oneDuration(l)
 		case "pulse":
-			pulse, err = oneDuration(l)
+			set.pulse, err = oneDuration(l)
 		}
 		if err != nil {
-			return DoorMap{}, fmt.Errorf("%d: %w", l.n, err)
+			return doorMapSettings{}, fmt.Errorf("%d: %w", l.n, err)
 		}
 	}
-	m := DoorMap{Kerong: kerong.Config{Doors: map[int]kerong.Door{}, Buses: map[string]kerong.Bus{}, PollInterval: poll}}
+	return set, nil
+}
+
+// readDoorLines adds the Kerong doors of the door lines to k and returns the
+// Modbus doors by bus device, and the kind of board on each device.
+func readDoorLines(lines []doorMapLine, k *kerong.Config) (map[string][]modbus.Door, map[string]string, error) {
 	modbusDoors := map[string][]modbus.Door{}
 	kindOf := map[string]string{} // device → kerong or modbus
 	seen := map[int]int{}         // door → line
@@ -111,7 +149,7 @@ func buildDoorMap(lines []doorMapLine) (DoorMap, error) {
 		if err == nil {
 			seen[n], kindOf[dev] = l.n, kind
 			if kind == "kerong" {
-				err = addKerongDoor(&m.Kerong, n, dev, opts)
+				err = addKerongDoor(k, n, dev, opts)
 			} else {
 				var d modbus.Door
 				d, err = modbusDoor(n, dev, opts)
@@ -119,35 +157,31 @@ func buildDoorMap(lines []doorMapLine) (DoorMap, error) {
 			}
 		}
 		if err != nil {
-			return DoorMap{}, fmt.Errorf("%d: %w", l.n, err)
+			return nil, nil, fmt.Errorf("%d: %w", l.n, err)
 		}
 	}
-	for dev, s := range buses {
-		switch kindOf[dev] {
-		case "kerong":
-			m.Kerong.Buses[dev] = kerong.Bus{Baud: s.baud, Parity: s.parity, StopBits: s.stopBits, ResponseTimeout: s.timeout}
-		case "":
-			return DoorMap{}, fmt.Errorf("bus %s: no door is on it", dev)
-		}
-	}
+	return modbusDoors, kindOf, nil
+}
+
+// modbusConfigs returns one Modbus bank per bus device, in the order of the
+// device names, with the serial settings of its bus line.
+func modbusConfigs(modbusDoors map[string][]modbus.Door, set doorMapSettings) []modbus.Config {
 	devs := make([]string, 0, len(modbusDoors))
 	for dev := range modbusDoors {
 		devs = append(devs, dev)
 	}
 	sort.Strings(devs)
+	var out []modbus.Config
 	for _, dev := range devs {
-		s := buses[dev]
+		s := set.buses[dev]
 		c := modbus.Config{Doors: modbusDoors[dev], Baud: s.baud, StopBits: s.stopBits, Timeout: s.timeout,
-			PollInterval: poll, PulseLength: pulse}
+			PollInterval: set.poll, PulseLength: set.pulse}
 		if s.parity != "" {
 			c.Parity = map[string]modbus.Parity{"none": modbus.ParityNone, "even": modbus.ParityEven, "odd": modbus.ParityOdd}[s.parity]
 		}
-		m.Modbus = append(m.Modbus, c)
+		out = append(out, c)
 	}
-	if len(seen) == 0 {
-		return DoorMap{}, errors.New(" no door line: the map must name at least one door") // after the path's colon
-	}
-	return m, nil
+	return out
 }
 
 // Maps reports whether the map names door n.
