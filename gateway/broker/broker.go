@@ -129,34 +129,78 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Addr == "" && cfg.Listener == nil {
 		return nil, errors.New("broker: listen address is empty; set --mqtt-addr")
 	}
-	listening := false
+	owned := cfg.Listener // closed if New fails before the server takes it
 	defer func() {
-		if !listening && cfg.Listener != nil {
-			_ = cfg.Listener.Close()
+		if owned != nil {
+			_ = owned.Close()
 		}
 	}()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.MaxPacketSize == 0 {
-		cfg.MaxPacketSize = 256 << 10
-	}
-	if cfg.MaxWritesPending == 0 {
-		cfg.MaxWritesPending = 8192
-	}
-	if cfg.MaxQueuedBytes == 0 {
-		cfg.MaxQueuedBytes = 4 * int(cfg.MaxPacketSize)
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = 10 * time.Second
-	}
-	if err := cfg.fillLimits(); err != nil {
+	if err := cfg.fillDefaults(); err != nil {
 		return nil, err
 	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.NewSet()
-	}
 	met := newBrokerMetrics(cfg.Metrics)
+	logs := newLogHandler(cfg.Logger.Handler(), met.logSuppressed.Inc)
+	cfg.Logger = slog.New(logs) // every line of the broker and its hooks is redacted and throttled
+	log := cfg.Logger.With("component", "broker")
+	srv := mqtt.New(&mqtt.Options{
+		InlineClient:           true,
+		Capabilities:           capabilities(cfg),
+		Logger:                 log,
+		SysTopicResendInterval: 10,
+	})
+	tcpLn, err := listen(cfg)
+	if err != nil {
+		return nil, err
+	}
+	owned = tcpLn
+	wq, ln := newListener(srv, tcpLn, cfg, met, log)
+	guard, err := addHooks(srv, ln, cfg, met)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.AddListener(ln); err != nil {
+		return nil, fmt.Errorf("broker: add listener: %w", err)
+	}
+	owned = nil // the server's now: Close closes it
+	inline, ok := srv.Clients.Get(mqtt.InlineClientId)
+	if !ok {
+		return nil, errors.New("broker: inline client missing")
+	}
+	b := &Broker{srv: srv, ln: ln, wq: wq, logs: logs, inline: inline, log: log, guard: guard}
+	b.deliver.cl = srv.NewClient(nil, mqtt.LocalListener, delivererID, true)
+	b.registerMetrics(cfg.Metrics)
+	return b, nil
+}
+
+// fillDefaults sets each zero field of c to its default, and refuses a
+// negative limit.
+func (c *Config) fillDefaults() error {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = 256 << 10
+	}
+	if c.MaxWritesPending == 0 {
+		c.MaxWritesPending = 8192
+	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = 4 * int(c.MaxPacketSize)
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if err := c.fillLimits(); err != nil {
+		return err
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewSet()
+	}
+	return nil
+}
+
+// capabilities are mochi's options for the limits of cfg.
+func capabilities(cfg Config) *mqtt.Capabilities {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = cfg.MaxPacketSize
 	caps.MaximumClientWritesPending = cfg.MaxWritesPending
@@ -167,33 +211,37 @@ func New(cfg Config) (*Broker, error) {
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	// Door states are retained and must not vanish after mochi's default 24 h.
 	caps.MaximumMessageExpiryInterval = 0
-	logs := newLogHandler(cfg.Logger.Handler(), met.logSuppressed.Inc)
-	cfg.Logger = slog.New(logs) // every line of the broker and its hooks is redacted and throttled
-	log := cfg.Logger.With("component", "broker")
-	srv := mqtt.New(&mqtt.Options{
-		InlineClient:           true,
-		Capabilities:           caps,
-		Logger:                 log,
-		SysTopicResendInterval: 10,
-	})
-	tcpLn := cfg.Listener
-	if tcpLn == nil {
-		var err error
-		if tcpLn, err = net.Listen("tcp", cfg.Addr); err != nil {
-			return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
-		}
-		defer func() {
-			if !listening {
-				_ = tcpLn.Close()
-			}
-		}()
+	return caps
+}
+
+// listen returns cfg.Listener, or else a TCP socket bound to cfg.Addr.
+func listen(cfg Config) (net.Listener, error) {
+	if cfg.Listener != nil {
+		return cfg.Listener, nil
 	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.Addr, err)
+	}
+	return ln, nil
+}
+
+// newListener wraps tcpLn in the write queue, which disconnects slow
+// clients, and the connection listener, which enforces the limits of
+// connections.
+func newListener(srv *mqtt.Server, tcpLn net.Listener, cfg Config, met *brokerMetrics, log *slog.Logger) (*writeQueue, *connListener) {
 	slow := func(reason string) *metrics.Counter {
 		return cfg.Metrics.NewCounter(fmt.Sprintf("locky_broker_slow_clients_disconnected_total{reason=%q}", reason))
 	}
 	wq := &writeQueue{Listener: tcpLn, maxQueued: cfg.MaxQueuedBytes, writeTimeout: cfg.WriteTimeout,
 		queueFull: slow("queue_full"), timedOut: slow("write_timeout"), log: log}
 	ln := newConnListener(wq, cfg, met, func(cl *mqtt.Client) { _ = srv.DisconnectClient(cl, packets.ErrPacketTooLarge) })
+	return wq, ln
+}
+
+// addHooks adds the broker's hooks to srv in the order they must run:
+// connection limits, auth, the retain guard, the retained limit.
+func addHooks(srv *mqtt.Server, ln *connListener, cfg Config, met *brokerMetrics) (*retainGuard, error) {
 	// First, so that a CONNECT is counted as read, and an address that
 	// connects too often is refused, before any password is checked.
 	connLimits := &connectLimits{srv: srv, ln: ln, rate: newConnectRate(cfg.ConnectBurst, cfg.ConnectEvery), maxPacketSize: cfg.MaxPacketSize}
@@ -215,18 +263,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := srv.AddHook(&retainLimit{srv: srv, max: cfg.MaxRetained, refused: met.retainedRefused}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add retained limit: %w", err)
 	}
-	if err := srv.AddListener(ln); err != nil {
-		return nil, fmt.Errorf("broker: add listener: %w", err)
-	}
-	listening = true
-	inline, ok := srv.Clients.Get(mqtt.InlineClientId)
-	if !ok {
-		return nil, errors.New("broker: inline client missing")
-	}
-	b := &Broker{srv: srv, ln: ln, wq: wq, logs: logs, inline: inline, log: log, guard: guard}
-	b.deliver.cl = srv.NewClient(nil, mqtt.LocalListener, delivererID, true)
-	b.registerMetrics(cfg.Metrics)
-	return b, nil
+	return guard, nil
 }
 
 // Start starts accepting clients.
