@@ -81,6 +81,15 @@ the 120 ohm termination at both ends, the ground, --baud and --parity.
 Options:
 `
 
+// scanArgs are the options of boards scan.
+type scanArgs struct {
+	kind, dev, parity string
+	baud              int
+	timeout           time.Duration
+	list              string // the --units list, or the kind's default
+	units             []int  // the addresses of list
+}
+
 func boardsScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("locky-gateway boards scan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -88,104 +97,127 @@ func boardsScan(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprint(fs.Output(), scanHelp)
 		fs.PrintDefaults()
 	}
-	kind := fs.String("kind", "", "board family: kerong or modbus (required)")
-	dev := fs.String("bus", "", "serial device of the RS485 adapter, e.g. /dev/serial/by-id/usb-FTDI_…-port0 (required)")
-	baud := fs.Int("baud", 9600, "bit rate of the boards")
-	par := fs.String("parity", "none", "parity: none, even or odd")
-	timeout := fs.Duration("timeout", 300*time.Millisecond, "how long each address may take to answer")
-	unitList := fs.String("units", "", "addresses to ask: a list of N and N-M, e.g. 1-4,9 (default 0-31 for kerong, 1-16 for modbus)")
+	var a scanArgs
+	fs.StringVar(&a.kind, "kind", "", "board family: kerong or modbus (required)")
+	fs.StringVar(&a.dev, "bus", "", "serial device of the RS485 adapter, e.g. /dev/serial/by-id/usb-FTDI_…-port0 (required)")
+	fs.IntVar(&a.baud, "baud", 9600, "bit rate of the boards")
+	fs.StringVar(&a.parity, "parity", "none", "parity: none, even or odd")
+	fs.DurationVar(&a.timeout, "timeout", 300*time.Millisecond, "how long each address may take to answer")
+	fs.StringVar(&a.list, "units", "", "addresses to ask: a list of N and N-M, e.g. 1-4,9 (default 0-31 for kerong, 1-16 for modbus)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "locky-gateway boards scan: "+format+"\n", a...)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "locky-gateway boards scan: unexpected argument %q; see --help\n", fs.Arg(0))
 		return 2
 	}
-	if fs.NArg() > 0 {
-		return usage("unexpected argument %q; see --help", fs.Arg(0))
+	if err := a.check(); err != nil {
+		fmt.Fprintf(stderr, "locky-gateway boards scan: %v\n", err)
+		return 2
 	}
-	if *dev == "" {
-		return usage("--bus is required: the serial device of the RS485 adapter")
+	if holder, ok := gatewayHolding(a.dev); ok {
+		fmt.Fprintf(stderr, "locky-gateway boards scan: %s is busy: %s holds it; stop the gateway first (systemctl stop locky-gateway)\n", a.dev, holder)
+		return 1
 	}
-	if *baud <= 0 || *timeout <= 0 {
-		return usage("--baud and --timeout must be positive")
+	return a.scan(ctx, stdout, stderr)
+}
+
+// check says which option of boards scan to fix, and fills in the default
+// --units list and the addresses to ask.
+func (a *scanArgs) check() error {
+	if a.dev == "" {
+		return errors.New("--bus is required: the serial device of the RS485 adapter")
 	}
-	if *par != "none" && *par != "even" && *par != "odd" {
-		return usage("--parity %s: use none, even or odd", *par)
+	if a.baud <= 0 || a.timeout <= 0 {
+		return errors.New("--baud and --timeout must be positive")
+	}
+	if a.parity != "none" && a.parity != "even" && a.parity != "odd" {
+		return fmt.Errorf("--parity %s: use none, even or odd", a.parity)
 	}
 	var lo, hi int
-	switch *kind {
+	switch a.kind {
 	case "kerong":
 		lo, hi = 0, kerong.MaxBoard
 	case "modbus":
 		lo, hi = 1, 247
 	case "":
-		return usage("--kind is required: kerong or modbus")
+		return errors.New("--kind is required: kerong or modbus")
 	default:
-		return usage("--kind %s: use kerong or modbus", *kind)
+		return fmt.Errorf("--kind %s: use kerong or modbus", a.kind)
 	}
-	list := *unitList
-	if list == "" {
-		list = map[string]string{"kerong": "0-31", "modbus": "1-16"}[*kind]
+	if a.list == "" {
+		a.list = map[string]string{"kerong": "0-31", "modbus": "1-16"}[a.kind]
 	}
-	units, err := parseUnits(list, lo, hi)
+	units, err := parseUnits(a.list, lo, hi)
 	if err != nil {
-		return usage("--units %s: %v", list, err)
+		return fmt.Errorf("--units %s: %w", a.list, err)
 	}
-	if holder, ok := gatewayHolding(*dev); ok {
-		fmt.Fprintf(stderr, "locky-gateway boards scan: %s is busy: %s holds it; stop the gateway first (systemctl stop locky-gateway)\n", *dev, holder)
-		return 1
-	}
+	a.units = units
+	return nil
+}
 
-	fmt.Fprintf(stdout, "%s scan of %s at %d baud, parity %s, %d addresses (%s), %v each\n", *kind, *dev, *baud, *par, len(units), list, *timeout)
-	var answered, silent int
-	if *kind == "kerong" {
-		reports, err := kerong.Scan(ctx, *dev, kerong.Bus{Baud: *baud, Parity: *par, ResponseTimeout: *timeout}, units)
-		for _, r := range reports {
-			switch {
-			case r.Err == nil:
-				answered++
-				fmt.Fprintf(stdout, "board %d: answers: %d channels; status bits of channels 1-%d: %s\n", r.Addr, r.Channels, r.Channels, bitString(r.Set))
-			case errors.Is(r.Err, kerong.ErrNoAnswer):
-				silent++
-			default:
-				fmt.Fprintf(stdout, "board %d: %v\n", r.Addr, r.Err)
-			}
-		}
-		if err != nil {
-			return scanFailed(*dev, err, stderr)
-		}
-	} else {
-		cfg := modbus.Config{Baud: *baud, Parity: map[string]modbus.Parity{"none": modbus.ParityNone, "even": modbus.ParityEven, "odd": modbus.ParityOdd}[*par], Timeout: *timeout}
-		reports, err := modbus.Scan(ctx, *dev, cfg, units)
-		for _, r := range reports {
-			var ex *modbus.ExceptionError
-			switch {
-			case r.Err == nil:
-				answered++
-				fmt.Fprintf(stdout, "unit %d: answers: %d discrete inputs read (0-%d): %s\n", r.Unit, len(r.Inputs), len(r.Inputs)-1, bitString(r.Inputs))
-			case errors.As(r.Err, &ex):
-				answered++ // a board is there, it refuses the request
-				fmt.Fprintf(stdout, "unit %d: answers, but with %v: has it discrete inputs at 0?\n", r.Unit, r.Err)
-			case errors.Is(r.Err, modbus.ErrTimeout):
-				silent++
-			default: // ErrCRC, ErrFrame
-				fmt.Fprintf(stdout, "unit %d: %v: a wiring, baud or parity problem (A/B, termination, --baud, --parity), or two boards with one address\n", r.Unit, r.Err)
-			}
-		}
-		if err != nil {
-			return scanFailed(*dev, err, stderr)
-		}
+// scan asks every address, prints what each says and a summary, and returns
+// the exit code.
+func (a *scanArgs) scan(ctx context.Context, stdout, stderr io.Writer) int {
+	fmt.Fprintf(stdout, "%s scan of %s at %d baud, parity %s, %d addresses (%s), %v each\n", a.kind, a.dev, a.baud, a.parity, len(a.units), a.list, a.timeout)
+	scanBus := a.scanModbus
+	if a.kind == "kerong" {
+		scanBus = a.scanKerong
 	}
-	fmt.Fprintf(stdout, "%d of %d addresses answered; %d silent (timeout: no board there)\n", answered, len(units), silent)
+	answered, silent, err := scanBus(ctx, stdout)
+	if err != nil {
+		return scanFailed(a.dev, err, stderr)
+	}
+	fmt.Fprintf(stdout, "%d of %d addresses answered; %d silent (timeout: no board there)\n", answered, len(a.units), silent)
 	if answered == 0 {
-		fmt.Fprintf(stdout, "no board answered on %s: check A to A and B to B, the 120 ohm termination at both ends of the bus, the boards' power and ground, and that --baud and --parity match the boards (factory 9600, none)\n", *dev)
+		fmt.Fprintf(stdout, "no board answered on %s: check A to A and B to B, the 120 ohm termination at both ends of the bus, the boards' power and ground, and that --baud and --parity match the boards (factory 9600, none)\n", a.dev)
 		return 1
 	}
 	return 0
+}
+
+// scanKerong asks every address of a Kerong bus and prints a line for each
+// that answers or fails other than by silence.
+func (a *scanArgs) scanKerong(ctx context.Context, stdout io.Writer) (answered, silent int, err error) {
+	reports, err := kerong.Scan(ctx, a.dev, kerong.Bus{Baud: a.baud, Parity: a.parity, ResponseTimeout: a.timeout}, a.units)
+	for _, r := range reports {
+		switch {
+		case r.Err == nil:
+			answered++
+			fmt.Fprintf(stdout, "board %d: answers: %d channels; status bits of channels 1-%d: %s\n", r.Addr, r.Channels, r.Channels, bitString(r.Set))
+		case errors.Is(r.Err, kerong.ErrNoAnswer):
+			silent++
+		default:
+			fmt.Fprintf(stdout, "board %d: %v\n", r.Addr, r.Err)
+		}
+	}
+	return answered, silent, err
+}
+
+// scanModbus asks every unit of a Modbus bus and prints a line for each
+// that answers or fails other than by silence.
+func (a *scanArgs) scanModbus(ctx context.Context, stdout io.Writer) (answered, silent int, err error) {
+	cfg := modbus.Config{Baud: a.baud, Parity: map[string]modbus.Parity{"none": modbus.ParityNone, "even": modbus.ParityEven, "odd": modbus.ParityOdd}[a.parity], Timeout: a.timeout}
+	reports, err := modbus.Scan(ctx, a.dev, cfg, a.units)
+	for _, r := range reports {
+		var ex *modbus.ExceptionError
+		switch {
+		case r.Err == nil:
+			answered++
+			fmt.Fprintf(stdout, "unit %d: answers: %d discrete inputs read (0-%d): %s\n", r.Unit, len(r.Inputs), len(r.Inputs)-1, bitString(r.Inputs))
+		case errors.As(r.Err, &ex):
+			answered++ // a board is there, it refuses the request
+			fmt.Fprintf(stdout, "unit %d: answers, but with %v: has it discrete inputs at 0?\n", r.Unit, r.Err)
+		case errors.Is(r.Err, modbus.ErrTimeout):
+			silent++
+		default: // ErrCRC, ErrFrame
+			fmt.Fprintf(stdout, "unit %d: %v: a wiring, baud or parity problem (A/B, termination, --baud, --parity), or two boards with one address\n", r.Unit, r.Err)
+		}
+	}
+	return answered, silent, err
 }
 
 // scanFailed reports a scan that could not use the port.
@@ -371,8 +403,13 @@ func boardsTest(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "door %d: "+format+"\n", append([]any{*n}, a...)...)
 	}
 	say("%s", what)
+	return testDoor(ctx, b, *n, *wait, say, stderr)
+}
 
-	events := &doorEvents{door: *n, ready: make(chan struct{}, 1)}
+// testDoor starts b, waits for door n's first state, pulses its lock and
+// says (through say) what its sensor showed; it returns the exit code.
+func testDoor(ctx context.Context, b bank, n int, wait time.Duration, say func(format string, a ...any), stderr io.Writer) int {
+	events := &doorEvents{door: n, ready: make(chan struct{}, 1)}
 	b.Watch(events.add)
 	if err := b.Start(ctx); err != nil {
 		fmt.Fprintln(stderr, "locky-gateway boards test:", err)
@@ -384,40 +421,55 @@ func boardsTest(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 	}()
 
-	first, ok := events.await(ctx, *wait, func(st contract.DoorState) bool { return st.State != contract.DoorUnknown })
-	switch {
-	case !ok:
-		say("no state within %v: %s (%s)", *wait, first.State, first.Reason)
-		return 1
-	case first.State == contract.DoorFault:
-		say("board fault: %s", first.Reason)
-		say("check the adapter, the board's address and power, A/B and termination; locky-gateway boards scan shows what answers")
-		return 1
-	case first.State == contract.DoorOpen:
-		say("open before the test (%s): close it and run the test again; if it is shut, the sensor's polarity is wrong", first.Reason)
+	first, ok := events.await(ctx, wait, func(st contract.DoorState) bool { return st.State != contract.DoorUnknown })
+	if !closedAtStart(first, ok, wait, say) {
 		return 1
 	}
-	say("%s (%s); pulsing the lock, waiting up to %v for the sensor", first.State, first.Reason, *wait)
-	if err := b.Open(*n); err != nil {
+	say("%s (%s); pulsing the lock, waiting up to %v for the sensor", first.State, first.Reason, wait)
+	if err := b.Open(n); err != nil {
 		say("the pulse was not sent: %v", err)
 		return 1
 	}
-	after, ok := events.await(ctx, *wait, func(st contract.DoorState) bool { return st.State != first.State })
-	code := 1
+	after, ok := events.await(ctx, wait, func(st contract.DoorState) bool { return st.State != first.State })
+	code := sayPulseResult(after, ok, wait, say)
+	last := events.last()
+	say("state after: %s (%s)", last.State, last.Reason)
+	return code
+}
+
+// closedAtStart reports whether the door's first state lets the test pulse
+// it; when not, it says why (ok false: no state came within wait).
+func closedAtStart(first contract.DoorState, ok bool, wait time.Duration, say func(format string, a ...any)) bool {
 	switch {
 	case !ok:
-		say("no change within %v: the lock is jammed, or the sensor is miswired or of the wrong polarity (kerong: open-when-set; modbus: open-when=)", *wait)
+		say("no state within %v: %s (%s)", wait, first.State, first.Reason)
+		return false
+	case first.State == contract.DoorFault:
+		say("board fault: %s", first.Reason)
+		say("check the adapter, the board's address and power, A/B and termination; locky-gateway boards scan shows what answers")
+		return false
+	case first.State == contract.DoorOpen:
+		say("open before the test (%s): close it and run the test again; if it is shut, the sensor's polarity is wrong", first.Reason)
+		return false
+	}
+	return true
+}
+
+// sayPulseResult says what the door did after the pulse (ok false: no change
+// within wait) and returns the exit code: 0 if it opened.
+func sayPulseResult(after contract.DoorState, ok bool, wait time.Duration, say func(format string, a ...any)) int {
+	switch {
+	case !ok:
+		say("no change within %v: the lock is jammed, or the sensor is miswired or of the wrong polarity (kerong: open-when-set; modbus: open-when=)", wait)
 	case after.State == contract.DoorOpen:
 		say("opened: lock and sensor wiring OK")
-		code = 0
+		return 0
 	case after.State == contract.DoorFault:
 		say("board fault: %s", after.Reason)
 	default:
 		say("changed to %s (%s)", after.State, after.Reason)
 	}
-	last := events.last()
-	say("state after: %s (%s)", last.State, last.Reason)
-	return code
+	return 1
 }
 
 // doorBank builds the bank of door n's bus from the door map as the
