@@ -52,23 +52,34 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	envWarnings := gateway.UnknownEnv(os.Environ())
 	if opts.CheckConfig {
-		warnings, err := gateway.Check(cfg)
-		warnings = append(envWarnings, warnings...)
-		for _, w := range warnings {
-			fmt.Fprintln(stderr, "locky-gateway: warning:", w)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "locky-gateway:", err)
-			return 2
-		}
-		fmt.Fprintln(stdout, "configuration ok")
-		return 0
+		return checkConfig(cfg, envWarnings, stdout, stderr)
 	}
 	log := newLogger(cfg, stderr)
 	for _, w := range envWarnings {
 		log.Warn(w)
 	}
+	return serve(cfg, log, start)
+}
 
+// checkConfig is --check-config: it prints the warnings and what to fix, and
+// returns the exit code.
+func checkConfig(cfg gateway.Config, envWarnings []string, stdout, stderr io.Writer) int {
+	warnings, err := gateway.Check(cfg)
+	warnings = append(envWarnings, warnings...)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "locky-gateway: warning:", w)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "locky-gateway:", err)
+		return 2
+	}
+	fmt.Fprintln(stdout, "configuration ok")
+	return 0
+}
+
+// serve runs the gateway until SIGINT or SIGTERM and returns the exit code;
+// start is when the process began, for the log.
+func serve(cfg gateway.Config, log *slog.Logger, start time.Time) int {
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
