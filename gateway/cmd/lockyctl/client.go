@@ -83,6 +83,8 @@ func dial(ctx context.Context, o options) (*client, error) {
 	return connect(ctx, o, session{})
 }
 
+// connect opens a connection to the broker at --url and starts the session
+// s on it.
 func connect(ctx context.Context, o options, s session) (*client, error) {
 	if o.url == "" {
 		return nil, errNoURL
@@ -91,23 +93,53 @@ func connect(ctx context.Context, o options, s session) (*client, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--url and its TLS files (--ca-file, --cert-file, --key-file): %w", err)}
 	}
-	host := u.Host
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	var conn net.Conn
-	d := &net.Dialer{}
-	if tc != nil {
-		conn, err = (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", host)
-		var cv *tls.CertificateVerificationError
-		if errors.As(err, &cv) {
-			return nil, fmt.Errorf("cannot verify the certificate of %s: %w (give the CA that signed it with --ca-file)", o.url, err)
+	conn, err := dialBroker(ctx, o, u.Host, tc)
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(conn, s)
+	ca, err := c.cli.Connect(ctx, connectPacket(o, s))
+	if err != nil {
+		_ = c.state.Close() // nothing of it is in use
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			return nil, refusedError{o.url, ca.ReasonCode}
 		}
+		return nil, linkError{fmt.Errorf("cannot connect to %s: %w", o.url, err)}
+	}
+	c.sessionPresent = ca.SessionPresent
+	c.expiry = s.expiry
+	if ca.Properties != nil && ca.Properties.SessionExpiryInterval != nil {
+		c.expiry = time.Duration(*ca.Properties.SessionExpiryInterval) * time.Second
+	}
+	return c, nil
+}
+
+// dialBroker opens the TCP connection to host, over TLS when tc is set.
+func dialBroker(ctx context.Context, o options, host string, tc *tls.Config) (net.Conn, error) {
+	d := &net.Dialer{}
+	if tc == nil {
+		conn, err := d.DialContext(ctx, "tcp", host)
 		if err != nil {
 			return nil, linkError{fmt.Errorf("cannot reach %s: %w", o.url, err)}
 		}
-	} else if conn, err = d.DialContext(ctx, "tcp", host); err != nil {
+		return conn, nil
+	}
+	conn, err := (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", host)
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return nil, fmt.Errorf("cannot verify the certificate of %s: %w (give the CA that signed it with --ca-file)", o.url, err)
+	}
+	if err != nil {
 		return nil, linkError{fmt.Errorf("cannot reach %s: %w", o.url, err)}
 	}
+	return conn, nil
+}
+
+// newClient builds the paho client of session s on conn, recording why the
+// connection ends as it does.
+func newClient(conn net.Conn, s session) *client {
 	c := &client{got: make(chan *paho.Publish, 1024), stop: make(chan struct{})}
 	conn = &recordingConn{Conn: conn, onErr: c.setLost}
 	c.state = &sessionState{State: state.NewInMemory(), sent: make(chan struct{}, 1), onDisconnect: func(d *packets.Disconnect) {
@@ -127,6 +159,12 @@ func connect(ctx context.Context, o options, s session) (*client, error) {
 		PingHandler:   &recordingPinger{Pinger: paho.NewDefaultPinger(), onErr: c.setLost},
 		OnClientError: c.setLost,
 	})
+	return c
+}
+
+// connectPacket is the CONNECT of session s: a clean start under a random
+// client id, or s's client id with its session expiry.
+func connectPacket(o options, s session) *paho.Connect {
 	cp := &paho.Connect{ClientID: s.clientID, KeepAlive: 30, CleanStart: s.clientID == "",
 		Username: o.username, UsernameFlag: o.username != "", Password: []byte(o.password), PasswordFlag: o.password != ""}
 	if s.clientID == "" {
@@ -135,20 +173,7 @@ func connect(ctx context.Context, o options, s session) (*client, error) {
 		expiry, recvMax := uint32(min(s.expiry/time.Second, 1<<32-1)), uint16(receiveMaximum)
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &recvMax}
 	}
-	ca, err := c.cli.Connect(ctx, cp)
-	if err != nil {
-		_ = c.state.Close() // nothing of it is in use
-		if ca != nil && ca.ReasonCode >= 0x80 {
-			return nil, refusedError{o.url, ca.ReasonCode}
-		}
-		return nil, linkError{fmt.Errorf("cannot connect to %s: %w", o.url, err)}
-	}
-	c.sessionPresent = ca.SessionPresent
-	c.expiry = s.expiry
-	if ca.Properties != nil && ca.Properties.SessionExpiryInterval != nil {
-		c.expiry = time.Duration(*ca.Properties.SessionExpiryInterval) * time.Second
-	}
-	return c, nil
+	return cp
 }
 
 func (c *client) setLost(err error) {

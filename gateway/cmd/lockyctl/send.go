@@ -30,16 +30,7 @@ func send(ctx context.Context, c *call, locker, entity, body string) error {
 	if !validID(locker) || !validID(entity) || body == "" {
 		return usageError{errors.New("--locker, --json (and --entity for send) are required; ids may not contain '/', '+' or '#'")}
 	}
-	var msg map[string]any
-	if err := json.Unmarshal([]byte(body), &msg); err != nil {
-		return usageError{fmt.Errorf("--json is not a JSON object: %w", err)}
-	}
-	msgID, _ := msg["msg_id"].(string)
-	if msgID == "" {
-		msgID = "ctl-" + randomHex(6)
-		msg["msg_id"] = msgID
-	}
-	payload, err := json.Marshal(msg)
+	msgID, payload, err := newMessage(body)
 	if err != nil {
 		return err
 	}
@@ -64,6 +55,32 @@ func send(ctx context.Context, c *call, locker, entity, body string) error {
 	if _, err := cl.cli.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload}); err != nil {
 		return fmt.Errorf("cannot publish on %s: %w", topic, err)
 	}
+	return awaitAck(ctx, c, cl, locker, msgID, statusTopic)
+}
+
+// newMessage reads the --json object and gives it a msg_id when it has none.
+func newMessage(body string) (msgID string, payload []byte, err error) {
+	var msg map[string]any
+	if err := json.Unmarshal([]byte(body), &msg); err != nil {
+		return "", nil, usageError{fmt.Errorf("--json is not a JSON object: %w", err)}
+	}
+	msgID, _ = msg["msg_id"].(string)
+	if msgID == "" {
+		msgID = "ctl-" + randomHex(6)
+		msg["msg_id"] = msgID
+	}
+	payload, err = json.Marshal(msg)
+	if err != nil {
+		return "", nil, err
+	}
+	return msgID, payload, nil
+}
+
+// awaitAck prints the locker's ack of msgID and returns an error if it
+// refused it; when none comes within --timeout, it says why from what the
+// broker holds on statusTopic and whether the broker is a locker's own.
+func awaitAck(ctx context.Context, c *call, cl *client, locker, msgID, statusTopic string) error {
+	o := c.o
 	var st *lockerStatus
 	local := false
 	wait := time.NewTimer(o.timeout)
