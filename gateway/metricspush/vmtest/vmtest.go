@@ -55,6 +55,17 @@ func Start(t testing.TB, targets ...Target) *VM {
 	}
 	dir := t.TempDir()
 	port := testenv.FreePort(t)
+	p := startProcess(t, commandArgs(t, dir, port, targets), filepath.Join(dir, "vm.log"))
+	vm := &VM{URL: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second}}
+	t.Cleanup(vm.client.CloseIdleConnections)
+	vm.waitHealthy(t, p)
+	return vm
+}
+
+// commandArgs are the options of a VictoriaMetrics with its data in dir,
+// listening on port and scraping the targets (whose config it writes in dir).
+func commandArgs(t testing.TB, dir string, port int, targets []Target) []string {
+	t.Helper()
 	args := []string{
 		"-storageDataPath=" + filepath.Join(dir, "data"),
 		"-httpListenAddr=127.0.0.1:" + strconv.Itoa(port),
@@ -69,7 +80,19 @@ func Start(t testing.TB, targets ...Target) *VM {
 		}
 		args = append(args, "-promscrape.config="+conf)
 	}
-	logPath := filepath.Join(dir, "vm.log")
+	return args
+}
+
+// process is a started VictoriaMetrics.
+type process struct {
+	exited  chan struct{} // closed when it has exited
+	waitErr error         // why it exited, once exited is closed
+}
+
+// startProcess starts VictoriaMetrics with args, its output in logPath, and
+// stops it in t.Cleanup, showing the log if the test failed.
+func startProcess(t testing.TB, args []string, logPath string) *process {
+	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatalf("cannot create the VictoriaMetrics log: %s", err)
@@ -80,16 +103,15 @@ func Start(t testing.TB, targets ...Target) *VM {
 		_ = logf.Close()
 		t.Fatalf("cannot start VictoriaMetrics: %s", err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); _ = logf.Close(); close(exited) }()
+	p := &process{exited: make(chan struct{})}
+	go func() { p.waitErr = cmd.Wait(); _ = logf.Close(); close(p.exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		select {
-		case <-exited:
+		case <-p.exited:
 		case <-time.After(startTimeout):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-p.exited
 		}
 		if t.Failed() {
 			if out, err := os.ReadFile(logPath); err == nil {
@@ -97,19 +119,24 @@ func Start(t testing.TB, targets ...Target) *VM {
 			}
 		}
 	})
-	vm := &VM{URL: "http://127.0.0.1:" + strconv.Itoa(port), client: &http.Client{Timeout: 10 * time.Second}}
-	t.Cleanup(vm.client.CloseIdleConnections)
+	return p
+}
+
+// waitHealthy polls /health until it answers 200, and fails the test if p
+// exits or startTimeout passes first.
+func (vm *VM) waitHealthy(t testing.TB, p *process) {
+	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
 		select {
-		case <-exited:
-			t.Fatalf("VictoriaMetrics exited at start: %v (see its log)", waitErr)
+		case <-p.exited:
+			t.Fatalf("VictoriaMetrics exited at start: %v (see its log)", p.waitErr)
 		default:
 		}
 		if resp, err := vm.client.Get(vm.URL + "/health"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return vm
+				return
 			}
 		}
 		if time.Now().After(deadline) {
@@ -151,18 +178,7 @@ type Sample struct {
 // Query runs an instant query at now. A query that does not parse, or that
 // VictoriaMetrics refuses, is an error naming VictoriaMetrics' reason.
 func (vm *VM) Query(ctx context.Context, expr string) ([]Sample, error) {
-	form := url.Values{"query": {expr}, "time": {strconv.FormatFloat(float64(time.Now().UnixMilli())/1000, 'f', 3, 64)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, vm.URL+"/api/v1/query", strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := vm.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
+	resp, raw, err := vm.postQuery(ctx, expr)
 	if err != nil {
 		return nil, err
 	}
@@ -183,13 +199,40 @@ func (vm *VM) Query(ctx context.Context, expr string) ([]Sample, error) {
 		}
 		return nil, fmt.Errorf("%s: %s", resp.Status, r.Error)
 	}
-	switch r.Data.ResultType {
+	return parseResult(r.Data.ResultType, r.Data.Result)
+}
+
+// postQuery posts the instant query expr at now and returns the response,
+// its body read into raw and closed.
+func (vm *VM) postQuery(ctx context.Context, expr string) (resp *http.Response, raw []byte, err error) {
+	form := url.Values{"query": {expr}, "time": {strconv.FormatFloat(float64(time.Now().UnixMilli())/1000, 'f', 3, 64)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, vm.URL+"/api/v1/query", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err = vm.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err = io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return resp, raw, nil
+}
+
+// parseResult reads the data.result of a query's answer: a vector or a
+// scalar.
+func parseResult(resultType string, result json.RawMessage) ([]Sample, error) {
+	switch resultType {
 	case "vector":
 		var vec []struct {
 			Metric map[string]string `json:"metric"`
 			Value  [2]any            `json:"value"`
 		}
-		if err := json.Unmarshal(r.Data.Result, &vec); err != nil {
+		if err := json.Unmarshal(result, &vec); err != nil {
 			return nil, err
 		}
 		out := make([]Sample, 0, len(vec))
@@ -203,7 +246,7 @@ func (vm *VM) Query(ctx context.Context, expr string) ([]Sample, error) {
 		return out, nil
 	case "scalar":
 		var sc [2]any
-		if err := json.Unmarshal(r.Data.Result, &sc); err != nil {
+		if err := json.Unmarshal(result, &sc); err != nil {
 			return nil, err
 		}
 		v, err := parseValue(sc[1])
@@ -212,7 +255,7 @@ func (vm *VM) Query(ctx context.Context, expr string) ([]Sample, error) {
 		}
 		return []Sample{{Value: v}}, nil
 	}
-	return nil, fmt.Errorf("result type %q; want vector or scalar", r.Data.ResultType)
+	return nil, fmt.Errorf("result type %q; want vector or scalar", resultType)
 }
 
 // QueryError is VictoriaMetrics refusing a query (it does not parse, an
