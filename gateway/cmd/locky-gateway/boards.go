@@ -90,6 +90,8 @@ type scanArgs struct {
 	units             []int  // the addresses of list
 }
 
+// boardsScan is boards scan: it asks every address of a bus and prints what
+// answers; it returns the exit code.
 func boardsScan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("locky-gateway boards scan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -358,6 +360,8 @@ type bank interface {
 	Close() error
 }
 
+// boardsTest is boards test: it pulses one door's lock and says what its
+// sensor showed; it returns the exit code.
 func boardsTest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("locky-gateway boards test", flag.ContinueOnError)
 	fs.SetOutput(stderr)
