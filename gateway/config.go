@@ -455,8 +455,8 @@ func UnknownEnv(environ []string) []string {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		opt, ok := strings.CutPrefix(name, "LOCKY_")
-		if !ok {
-			continue
+		if !ok || name == envUpgradeFDs || name == envUpgradePID {
+			continue // not an option; the upgrade's own (upgrade.go)
 		}
 		opt = strings.ToLower(strings.ReplaceAll(opt, "_", "-"))
 		if opt == "config" || (fs.Lookup(opt) != nil && !commandOnly[opt]) {

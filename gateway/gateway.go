@@ -60,6 +60,8 @@ type Gateway struct {
 	bridge     *bridge.Bridge      // nil without --cloud-url
 	push       *metricspush.Pusher // nil without --metrics-push-url
 	httpLn     net.Listener
+	httpRaw    net.Listener // httpLn's socket, for HandOver
+	mqttLn     net.Listener // the broker's socket, for HandOver
 	http       *http.Server
 	httpDone   chan struct{} // closed when Serve returns; nil before Run serves
 
@@ -69,6 +71,7 @@ type Gateway struct {
 	failed chan error // a part that stopped by itself: Run stops the gateway
 
 	ready    atomic.Bool
+	refused  atomic.Pointer[refusal] // the last upgrade refused, for /status
 	readyCh  chan struct{}
 	life     sync.Mutex // guards state and cancel
 	state    lifeState
@@ -285,17 +288,18 @@ func (g *Gateway) openStore(keys codeKeys) error {
 // "http"; Run serves it. Its stop closes the listener if Run did not serve it
 // (Run's own step shuts the server down).
 func (g *Gateway) listenHTTP() error {
-	ln, err := systemdListener(socketHTTP)
+	ln, from, err := inheritedListener(socketHTTP)
 	switch {
 	case err != nil:
 		return err
 	case ln != nil:
-		logInherited(g.log, socketHTTP, "http-addr", g.cfg.HTTPAddr, ln)
+		logInherited(g.log, socketHTTP, from, "http-addr", g.cfg.HTTPAddr, ln)
 	default:
 		if ln, err = net.Listen("tcp", g.cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("cannot listen on %s (another gateway running? set --http-addr): %w", g.cfg.HTTPAddr, err)
 		}
 	}
+	g.httpRaw = ln
 	g.httpLn = newLimitListener(ln, httpMaxConns, g.metrics.NewCounter("locky_http_connections_refused_total"))
 	g.onStop("http listener", func() error {
 		if g.httpDone != nil {
@@ -318,13 +322,19 @@ func (g *Gateway) newBroker() error {
 			return fmt.Errorf("--mqtt-users: %w", err)
 		}
 	}
-	ln, err := systemdListener(socketMQTT)
-	if err != nil {
+	ln, from, err := inheritedListener(socketMQTT)
+	switch {
+	case err != nil:
 		return err
+	case ln != nil:
+		logInherited(g.log, socketMQTT, from, "mqtt-addr", cfg.MQTTAddr, ln)
+	default:
+		// Bound here rather than by the broker, so that HandOver has it.
+		if ln, err = net.Listen("tcp", cfg.MQTTAddr); err != nil {
+			return fmt.Errorf("broker: cannot listen on %s (is another broker or gateway running? set --mqtt-addr): %w", cfg.MQTTAddr, err)
+		}
 	}
-	if ln != nil {
-		logInherited(g.log, socketMQTT, "mqtt-addr", cfg.MQTTAddr, ln)
-	}
+	g.mqttLn = ln
 	b, err := broker.New(broker.Config{Addr: cfg.MQTTAddr, Listener: ln, AllowAnonymous: cfg.Dev, Users: broker.WithMaxClients(users, cfg.MQTTMaxPerUser), Metrics: g.metrics, Logger: g.log,
 		MaxClients: cfg.MQTTMaxClients, MaxPerAddr: cfg.MQTTMaxPerAddr, ConnectTimeout: cfg.MQTTConnectTimeout, MaxRetained: cfg.MQTTMaxRetained})
 	if err != nil {

@@ -77,16 +77,21 @@ func systemdListener(name string) (net.Listener, error) {
 	return ln, nil
 }
 
-// logInherited says that the gateway serves on the socket systemd passed
-// instead of binding flag's address, and warns if that address is not the
-// socket's: the socket unit and the config disagree.
-func logInherited(log *slog.Logger, name, flag, configured string, ln net.Listener) {
+// logInherited says that the gateway serves on the socket from (systemd, or
+// the previous binary of an upgrade) passed instead of binding flag's
+// address, and warns if that address is not the socket's: the socket unit
+// and the config disagree.
+func logInherited(log *slog.Logger, name, from, flag, configured string, ln net.Listener) {
 	addr := ln.Addr().String()
 	if sameTCPAddr(configured, ln.Addr()) {
-		log.Info("listening on the socket systemd passed", "socket", name, "addr", addr)
+		log.Info("listening on the socket "+from+" passed", "socket", name, "addr", addr)
 		return
 	}
-	log.Warn("the socket systemd passed is not at the configured address; listening on the socket (make the socket unit's ListenStream= and "+flag+" agree)",
+	fix := "make the socket unit's ListenStream= and " + flag + " agree"
+	if from != "systemd" {
+		fix = "restart the gateway to bind " + flag + " if it changed"
+	}
+	log.Warn("the socket "+from+" passed is not at the configured address; listening on the socket ("+fix+")",
 		"socket", name, "addr", addr, flag, configured)
 }
 

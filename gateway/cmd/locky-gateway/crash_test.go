@@ -27,8 +27,18 @@ import (
 // buildGateway compiles this program once for the test.
 func buildGateway(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "locky-gateway")
-	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
+	return buildVersion(t, filepath.Join(t.TempDir(), "locky-gateway"), "")
+}
+
+// buildVersion compiles this program to bin, stamped with version unless
+// it is empty.
+func buildVersion(t *testing.T, bin, version string) string {
+	t.Helper()
+	args := []string{"build", "-race", "-o", bin}
+	if version != "" {
+		args = append(args, "-ldflags", "-X github.com/locky-edge/locky/gateway.Version="+version)
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -40,8 +50,10 @@ type process struct {
 	cmd        *exec.Cmd
 	mqtt, http string
 	exited     chan struct{}
+	readies    chan [2]string // mqtt and http of each "locker ready" after the first
 	mu         sync.Mutex
 	logs       []string // warnings and errors the gateway logged
+	races      int      // data races the race detector reported
 }
 
 // problems returns the warnings and errors the gateway logged.
@@ -64,7 +76,7 @@ func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start gateway: %v", err)
 	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
+	p := &process{cmd: cmd, exited: make(chan struct{}), readies: make(chan [2]string, 16)}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -76,14 +88,25 @@ func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
 				MQTT  string `json:"mqtt"`
 				HTTP  string `json:"http"`
 			}
+			if strings.Contains(sc.Text(), "WARNING: DATA RACE") { // the race detector's report
+				p.mu.Lock()
+				p.races++
+				p.mu.Unlock()
+			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && (line.Level == "WARN" || line.Level == "ERROR") {
 				p.mu.Lock()
 				p.logs = append(p.logs, sc.Text())
 				p.mu.Unlock()
 			}
 			if line.Msg == "locker ready" {
-				p.mqtt, p.http = line.MQTT, strings.TrimPrefix(line.HTTP, "http://")
-				close(ready)
+				addrs := [2]string{line.MQTT, strings.TrimPrefix(line.HTTP, "http://")}
+				select {
+				case <-ready: // a binary after an upgrade in place: same process
+					p.readies <- addrs
+				default:
+					p.mqtt, p.http = addrs[0], addrs[1]
+					close(ready)
+				}
 			}
 		}
 		_ = cmd.Wait()
@@ -96,7 +119,14 @@ func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gateway not ready")
 	}
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.races > 0 {
+			t.Errorf("the gateway process reported %d data races (see its stderr with -v)", p.races)
+		}
+	})
 	return p
 }
 

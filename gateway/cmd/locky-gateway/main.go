@@ -33,7 +33,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) > 0 && args[0] == "boards" {
 		return boards(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "upgrade" {
+		return upgradeCmd(args[1:], stdout, stderr)
+	}
 	start := time.Now()
+	u := newUpgrader(args) // finds this binary before an upgrade replaces it
 	cfg, opts, err := gateway.ParseArgs(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -58,7 +62,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	for _, w := range envWarnings {
 		log.Warn(w)
 	}
-	return serve(cfg, log, start)
+	return serve(cfg, log, start, u)
 }
 
 // checkConfig is --check-config: it prints the warnings and what to fix, and
@@ -77,9 +81,10 @@ func checkConfig(cfg gateway.Config, envWarnings []string, stdout, stderr io.Wri
 	return 0
 }
 
-// serve runs the gateway until SIGINT or SIGTERM and returns the exit code;
-// start is when the process began, for the log.
-func serve(cfg gateway.Config, log *slog.Logger, start time.Time) int {
+// serve runs the gateway until SIGINT or SIGTERM, or until u hands it over
+// to a new binary, and returns the exit code; start is when the process
+// began, for the log.
+func serve(cfg gateway.Config, log *slog.Logger, start time.Time, u *upgrader) int {
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -92,16 +97,23 @@ func serve(cfg gateway.Config, log *slog.Logger, start time.Time) int {
 		<-ctx.Done()
 		stop() // a second Ctrl-C kills the process
 	}()
+	runCtx, handOver := context.WithCancel(ctx)
+	defer handOver()
+	u.start(runCtx, g, log, handOver)
 	version, commit := gateway.Build()
 	log.Info("starting", "version", version, "commit", commit, "since_exec", time.Since(start).Round(time.Microsecond))
 	// Run stops everything it or New started before it returns, also when
 	// it fails to start; Close only reports what failed to stop (logged).
-	if err := g.Run(ctx); err != nil {
+	if err := g.Run(runCtx); err != nil {
 		log.Error("stopped with an error", "err", err)
 		return 1
 	}
 	if err := g.Close(); err != nil {
 		return 1
+	}
+	if u.handingOver() {
+		log.Info("stopped for the upgrade; starting the new binary", "uptime", time.Since(start).Round(time.Millisecond))
+		return u.execNew()
 	}
 	log.Info("stopped cleanly", "uptime", time.Since(start).Round(time.Millisecond))
 	return 0

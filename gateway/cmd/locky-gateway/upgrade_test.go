@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// TestUpgradeInPlace upgrades a running gateway without systemd, as an
+// operator does: the new binary moved over the one it was started from,
+// then `locky-gateway upgrade`. The same process (PID) serves the new
+// version on the same sockets; every MQTT connection attempted during the
+// swap is answered, none refused; the door cycle open across the swap
+// completes; and a broken binary is refused while the gateway goes on.
+func TestUpgradeInPlace(t *testing.T) {
+	dir := t.TempDir()
+	installed := buildVersion(t, filepath.Join(dir, "locky-gateway"), "v1")
+	next := buildVersion(t, filepath.Join(dir, "locky-gateway.next"), "v2")
+	dataDir := t.TempDir()
+	p := startProcess(t, installed, dataDir)
+	d, err := connectDriver(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := d.step(0, "", 0); err != nil || s != contract.StatusArriving {
+		t.Fatalf("create: %q %v", s, err)
+	}
+	if err := d.publish(contract.TopicScreenCode, contract.CodeRequest{Code: "100000", RequestID: "up"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(func() bool { return d.displays["up"] == contract.ResultOpened }); err != nil {
+		t.Fatalf("door did not open: %v", err)
+	}
+
+	dialer := startDialer(t, p.mqtt)
+	ctl := filepath.Join(dir, "locky-gateway-ctl") // runs the upgrade command whatever is installed
+	if err := os.Link(next, ctl); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, installed); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := upgrade(t, ctl, p.http)
+	if code != 0 || !strings.Contains(stdout, "upgraded: pid ") || !strings.Contains(stdout, "v1 (") || !strings.Contains(stdout, "→ v2 (") {
+		t.Fatalf("upgrade: exit %d, stdout %q, stderr %q; want 0 and upgraded v1 → v2", code, stdout, stderr)
+	}
+	select {
+	case addrs := <-p.readies:
+		if addrs != [2]string{p.mqtt, p.http} {
+			t.Errorf("the new binary is ready on %v; want the same sockets %s, %s", addrs, p.mqtt, p.http)
+		}
+	case <-p.exited:
+		t.Fatalf("the gateway exited during the upgrade:\n%s", p.problems())
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("no second ready line")
+	}
+	st := status(t, p.http)
+	if st.PID != p.cmd.Process.Pid || st.Version != "v2" {
+		t.Errorf("after the upgrade: pid %d, version %q; want the same process %d serving v2", st.PID, st.Version, p.cmd.Process.Pid)
+	}
+	if n, err := dialer.stop(); err != nil || n == 0 {
+		t.Errorf("MQTT connections during the upgrade: %d answered, then %v; want every one answered", n, err)
+	}
+
+	// The courier's door cycle completes on the new binary: its simulated
+	// door restarts closed, so the deposit is stored; the pickup works.
+	d2, err := connectDriver(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := d2.step(0, contract.StatusStored, 1); err != nil || s != contract.StatusDelivered {
+		t.Fatalf("pickup after the upgrade: %q %v; want delivered (the deposit must have completed)", s, err)
+	}
+
+	// A binary that cannot run is refused, and v2 goes on serving.
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'exec format error: wrong architecture' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, installed); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = upgrade(t, ctl, p.http)
+	if code != 1 || !strings.Contains(stderr, "upgrade refused, the gateway goes on with this binary") || !strings.Contains(stderr, "wrong architecture") {
+		t.Errorf("upgrade to a broken binary: exit %d, stderr %q; want 1, refused, with the binary's own error", code, stderr)
+	}
+	if after := status(t, p.http); !after.StartedAt.Equal(st.StartedAt) || after.Version != "v2" || !after.Ready {
+		t.Errorf("after the refusal: %+v; want the same v2 start (%s), ready", after, st.StartedAt)
+	}
+	p.kill()
+	if got := checkInvariants(t, dataDir); got["R0"] != contract.StatusDelivered {
+		t.Fatalf("R0 is %q; want delivered", got["R0"])
+	}
+}
+
+// upgrade runs `bin upgrade` against the gateway at httpAddr.
+func upgrade(t *testing.T, bin, httpAddr string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, "upgrade", "--http-addr", httpAddr, "--timeout", "60s")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("upgrade: %v", err)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+func status(t *testing.T, httpAddr string) gateway.Status {
+	t.Helper()
+	st, err := readStatus(&http.Client{Timeout: 30 * time.Second}, "http://"+httpAddr+"/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// dialer opens an MQTT connection after another until stopped, each
+// CONNECT answered by a CONNACK before the next: an upgrade that refused one
+// shows as an error. A connection the old binary accepted and closed as it
+// stopped is not refused: the client tries again, as a real one does.
+type dialer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	n      int
+	err    error
+}
+
+func startDialer(t *testing.T, addr string) *dialer {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &dialer{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			// From 50 loopback addresses in turn: one address at this pace
+			// would meet the broker's CONNECT rate limit.
+			err := connectOnce(addr, net.IPv4(127, 0, 0, byte(2+i%50)))
+			d.mu.Lock()
+			if err != nil {
+				d.err = err
+				d.mu.Unlock()
+				return
+			}
+			d.n++
+			d.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { d.stop() })
+	return d
+}
+
+// stop ends the dialing and returns how many connections were answered and
+// the first failure.
+func (d *dialer) stop() (int, error) {
+	d.cancel()
+	<-d.done
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n, d.err
+}
+
+// connectOnce connects from ip, sends CONNECT and reads the CONNACK.
+func connectOnce(addr string, ip net.IP) error {
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+	conn, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil { // a hang guard
+		return err
+	}
+	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 6}, "dialer"...)
+	if _, err := conn.Write(append([]byte{0x10, byte(len(body))}, body...)); err != nil {
+		return err
+	}
+	connack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, connack); err != nil {
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return connectOnce(addr, ip) // closed by the stopping binary: again
+		}
+		return err
+	}
+	if connack[0] != 0x20 || connack[3] != 0 {
+		return fmt.Errorf("CONNACK % x refused the connection from %s", connack, ip)
+	}
+	return nil
+}
