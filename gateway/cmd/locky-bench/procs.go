@@ -266,6 +266,13 @@ func (s *supervisor) startMosquittoOn(ctx context.Context, bin, dir string, port
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("cannot write the mosquitto config: %w", err)
 	}
+	return s.runMosquitto(ctx, bin, confPath, port)
+}
+
+// runMosquitto runs Mosquitto with the config file at confPath, whose
+// listener is 127.0.0.1:port, and polls the port until it accepts a
+// connection.
+func (s *supervisor) runMosquitto(ctx context.Context, bin, confPath string, port int) (*mosquittoProc, error) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	c, t0, err := s.start("mosquitto", exec.Command(bin, "-c", confPath), nil)
 	if err != nil {
