@@ -11,6 +11,12 @@
 //	go run ./gateway/cmd/locky-bench
 //	go run ./gateway/cmd/locky-bench -cycles 500 -flood 5000 -outage 2000   # quicker
 //
+// `locky-bench fleet` measures instead how far one cloud Mosquitto carries a
+// fleet of lockers, each a real bridge with its own outbox, all in the bench
+// process (fleet.go):
+//
+//	go run ./gateway/cmd/locky-bench fleet -fleet-sizes 100,1000,2000 -events 20
+//
 // Linux only: it reads /proc for memory and the CPU model.
 package main
 
@@ -65,7 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q; options are flags (see -help)", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q; options are flags (see -help), the one command is fleet (see fleet -help)", fs.Arg(0))
 	}
 	switch {
 	case c.startRuns < 1 || c.flood < 1 || c.roundTrips < 1 || c.cycles < 1 || c.cloudCycles < 1 || c.outage < 1:
@@ -101,6 +107,9 @@ func main() {
 // run measures everything in order and prints the report. Every child process
 // is killed before it returns, whatever happened.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "fleet" {
+		return runFleet(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
