@@ -161,22 +161,27 @@ func brokerBench(ctx context.Context, addr string, n, roundTrips int) (brokerRes
 	}
 	res.flood = f.result(n, start)
 
-	f = flows[rttTopic]
-	start = time.Now()
-	for seq := range roundTrips {
-		if err := send(f, rttTopic, seq); err != nil {
-			return res, err
+	res.roundTrip, err = roundTripRun(ctx, flows[rttTopic], func(f *flow, seq int) error { return send(f, rttTopic, seq) }, roundTrips)
+	return res, err
+}
+
+// roundTripRun sends n messages of f one at a time, each once the previous
+// one has arrived.
+func roundTripRun(ctx context.Context, f *flow, send func(f *flow, seq int) error, n int) (brokerRun, error) {
+	start := time.Now()
+	for seq := range n {
+		if err := send(f, seq); err != nil {
+			return brokerRun{}, err
 		}
 		got, err := f.waitCount(ctx, seq+1)
 		if err != nil {
-			return res, err
+			return brokerRun{}, err
 		}
 		if got <= seq {
-			return res, fmt.Errorf("round trip %d: the message did not arrive within %s", seq, stallLimit)
+			return brokerRun{}, fmt.Errorf("round trip %d: the message did not arrive within %s", seq, stallLimit)
 		}
 	}
-	res.roundTrip = f.result(roundTrips, start)
-	return res, nil
+	return f.result(n, start), nil
 }
 
 // disconnect ends a client at the end of a run; the broker may be gone

@@ -91,14 +91,26 @@ func benchCloud(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd,
 		return res, err
 	}
 	defer l.close()
+	if err := cloudCycles(ctx, cfg, l, events, &res, logf); err != nil {
+		return res, err
+	}
+	disconnect(sub)
+	if err := cloudOutage(ctx, cfg, cloud, p, l, &res, logf); err != nil {
+		return res, err
+	}
+	return res, cloudReplay(ctx, cfg, sup, cloudDir, port, p, &res, logf)
+}
+
+// cloudCycles runs cfg.cloudCycles door cycles with the link up, one at a
+// time, each checked at the cloud subscriber's router events.
+func cloudCycles(ctx context.Context, cfg config, l *locker, events *router, res *cloudResult, logf func(string, ...any)) error {
 	logf("cloud: %d doors, one arriving reservation each", cfg.doors)
 	if _, err := l.createDoors(ctx, cfg.doors); err != nil {
-		return res, err
+		return err
 	}
 	if _, _, err := l.upsertReservations(ctx, cfg.doors, cfg.doors); err != nil {
-		return res, err
+		return err
 	}
-
 	logf("cloud: %d door cycles with the link up", cfg.cloudCycles)
 	for k := range cfg.cloudCycles {
 		door := k%cfg.doors + 1
@@ -111,58 +123,69 @@ func benchCloud(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd,
 		ch := events.expect(key)
 		t, err := l.cycle(ctx, door, reservationID(i), code, fmt.Sprintf("cloud-cycle-%d", k), event)
 		if err != nil {
-			return res, fmt.Errorf("door cycle %d (door %d): %w", k, door, err)
+			return fmt.Errorf("door cycle %d (door %d): %w", k, door, err)
 		}
 		m, err := events.await(ctx, key, ch)
 		if err != nil {
-			return res, fmt.Errorf("door cycle %d (door %d), at the cloud: %w", k, door, err)
+			return fmt.Errorf("door cycle %d (door %d), at the cloud: %w", k, door, err)
 		}
 		var e contract.Event
 		if err := json.Unmarshal(m.payload, &e); err != nil || e.EventID != t.eventID {
-			return res, fmt.Errorf("door cycle %d: the cloud got %s; want the local event %s", k, m.payload, t.eventID)
+			return fmt.Errorf("door cycle %d: the cloud got %s; want the local event %s", k, m.payload, t.eventID)
 		}
 		res.closedLocal = append(res.closedLocal, t.eventAt.Sub(t.closedAt))
 		res.closedCloud = append(res.closedCloud, m.at.Sub(t.closedAt))
 	}
-	disconnect(sub)
-	if _, err := awaitMetric(ctx, p.http, "locky_outbox_messages", waitLimit, is(0)); err != nil {
-		return res, fmt.Errorf("the outbox did not drain with the link up: %w", err)
-	}
+	return nil
+}
 
+// cloudOutage waits for the outbox to drain, kills the cloud broker and
+// has the locker produce cfg.outage upstream messages (acks of door upserts)
+// while it is down.
+func cloudOutage(ctx context.Context, cfg config, cloud *mosquittoProc, p *gatewayProc, l *locker, res *cloudResult, logf func(string, ...any)) error {
+	if _, err := awaitMetric(ctx, p.http, "locky_outbox_messages", waitLimit, is(0)); err != nil {
+		return fmt.Errorf("the outbox did not drain with the link up: %w", err)
+	}
 	logf("cloud: SIGKILL to the cloud broker, then %d downstream upserts (%d acks in the outbox)", cfg.outage, cfg.outage)
 	errsBefore, err := metricValue(ctx, p.http, `locky_bridge_connects_total{result="failed"}`)
 	if err != nil {
-		return res, err
+		return err
 	}
 	if _, err := cloud.stop(syscall.SIGKILL); err != nil {
-		return res, err
+		return err
 	}
 	if _, err := awaitMetric(ctx, p.http, "locky_bridge_link_up", waitLimit, is(0)); err != nil {
-		return res, err
+		return err
 	}
 	start := time.Now()
 	for i := range cfg.outage {
 		if _, err := l.down(ctx, contract.EntityDoors, contract.DownMessage{MsgID: outageID(i), Op: contract.OpUpsert,
 			Door: &contract.Door{ID: i%cfg.doors + 1, Size: "M"}}); err != nil {
-			return res, fmt.Errorf("upsert %d during the outage: %w", i, err)
+			return fmt.Errorf("upsert %d during the outage: %w", i, err)
 		}
 	}
 	res.produceWall = time.Since(start)
 	// The gauge is refreshed once a second.
 	if res.outboxBefore, err = awaitMetric(ctx, p.http, "locky_outbox_messages", waitLimit, atLeast(float64(cfg.outage))); err != nil {
-		return res, err
+		return err
 	}
 	errsAfter, err := metricValue(ctx, p.http, `locky_bridge_connects_total{result="failed"}`)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.connectErrors = errsAfter - errsBefore
+	return nil
+}
 
+// cloudReplay restarts the cloud broker on port, measures the replay of the
+// outage at a fresh subscriber, then stops the gateway.
+func cloudReplay(ctx context.Context, cfg config, sup *supervisor, cloudDir string, port int, p *gatewayProc, res *cloudResult, logf func(string, ...any)) error {
+	cloudPrefix := "lockers/" + benchLocker + "/"
 	logf("cloud: restarting the cloud broker on port %d; replay", port)
 	rp := newReplay(cloudPrefix, cfg.outage)
-	cloud, err = sup.startMosquittoOn(ctx, cfg.mosquitto, cloudDir, port, cloudConfig)
+	cloud, err := sup.startMosquittoOn(ctx, cfg.mosquitto, cloudDir, port, cloudConfig)
 	if err != nil {
-		return res, fmt.Errorf("cloud mosquitto restart: %w", err)
+		return fmt.Errorf("cloud mosquitto restart: %w", err)
 	}
 	defer func() { _, _ = cloud.stop(syscall.SIGKILL) }() // the broker's end is of no interest
 	rp.restarted = time.Now()
@@ -172,20 +195,20 @@ func benchCloud(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd,
 	// tells if it came first.
 	replaySub, err := connect(ctx, cloud.addr, "bench-cloud-replay", rp.receive, cloudPrefix+"up/#", cloudPrefix+"status")
 	if err != nil {
-		return res, err
+		return err
 	}
 	defer disconnect(replaySub)
 	rp.subscribed = time.Now()
 	if res.replay, err = rp.wait(ctx); err != nil {
-		return res, err
+		return err
 	}
 	if res.outboxAfter, err = awaitMetric(ctx, p.http, "locky_outbox_messages", waitLimit, is(0)); err != nil {
-		return res, fmt.Errorf("the outbox did not drain after the replay: %w", err)
+		return fmt.Errorf("the outbox did not drain after the replay: %w", err)
 	}
 	if _, err := p.stop(syscall.SIGTERM); err != nil {
-		return res, fmt.Errorf("stopping the cloud-linked gateway: %w", err)
+		return fmt.Errorf("stopping the cloud-linked gateway: %w", err)
 	}
-	return res, nil
+	return nil
 }
 
 func outageID(i int) string { return fmt.Sprintf("outage-%d", i) }

@@ -135,6 +135,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	gw := gatewayCmd{bin: bin, codeKey: hex.EncodeToString(key)}
 	res := results{loadStart: loadAverage()}
 
+	if err := measureStarts(ctx, cfg, sup, gw, work, &res, logf); err != nil {
+		return err
+	}
+	if err := benchGateway(ctx, cfg, sup, gw, filepath.Join(work, "gateway"), &res, logf); err != nil {
+		return err
+	}
+	if err := benchMosquitto(ctx, cfg, sup, filepath.Join(work, "mosquitto"), &res, logf); err != nil {
+		return err
+	}
+	if res.cloud, err = benchCloud(ctx, cfg, sup, gw, filepath.Join(work, "cloud"), logf); err != nil {
+		return fmt.Errorf("cloud bridge: %w", err)
+	}
+	res.loadEnd = loadAverage()
+	res.machine = describeMachine(ctx, cfg.mosquitto)
+	printReport(stdout, cfg, &res)
+	return nil
+}
+
+// measureStarts measures the start-to-ready of the gateway and of Mosquitto,
+// cfg.startRuns times each, on fresh dirs under work.
+func measureStarts(ctx context.Context, cfg config, sup *supervisor, gw gatewayCmd, work string, res *results, logf func(string, ...any)) error {
+	var err error
 	logf("start-to-ready: %d runs of each", cfg.startRuns)
 	if res.gwStart, res.gwStop, err = startRuns(ctx, cfg.startRuns, syscall.SIGTERM, func(i int) (*child, time.Duration, error) {
 		p, err := sup.startGateway(ctx, gw, filepath.Join(work, fmt.Sprintf("start-%d", i)))
@@ -157,19 +179,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}); err != nil {
 		return fmt.Errorf("mosquitto start-to-ready: %w", err)
 	}
-
-	if err := benchGateway(ctx, cfg, sup, gw, filepath.Join(work, "gateway"), &res, logf); err != nil {
-		return err
-	}
-	if err := benchMosquitto(ctx, cfg, sup, filepath.Join(work, "mosquitto"), &res, logf); err != nil {
-		return err
-	}
-	if res.cloud, err = benchCloud(ctx, cfg, sup, gw, filepath.Join(work, "cloud"), logf); err != nil {
-		return fmt.Errorf("cloud bridge: %w", err)
-	}
-	res.loadEnd = loadAverage()
-	res.machine = describeMachine(ctx, cfg.mosquitto)
-	printReport(stdout, cfg, &res)
 	return nil
 }
 
@@ -201,6 +210,31 @@ func benchGateway(ctx context.Context, cfg config, sup *supervisor, gw gatewayCm
 	if res.firstCall, err = l.createDoors(ctx, cfg.doors); err != nil {
 		return err
 	}
+	if err := upsertsAndCycles(ctx, cfg, p, l, dir, res, logf); err != nil {
+		return err
+	}
+	if res.gwLoaded, err = readMemory(p.pid()); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "locky.db")); err == nil {
+		res.dbSize = fi.Size()
+	}
+	logf("broker runs against the gateway")
+	if res.gwBroker, err = brokerBench(ctx, p.mqtt, cfg.flood, cfg.roundTrips); err != nil {
+		return fmt.Errorf("gateway broker: %w", err)
+	}
+	if res.gwAfter, err = readMemory(p.pid()); err != nil {
+		return err
+	}
+	if res.gwStopLoaded, err = p.stop(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping the loaded gateway: %w", err)
+	}
+	return nil
+}
+
+// upsertsAndCycles upserts the reservations, then runs the door cycles, and
+// takes what each wrote to the block layer (the SD card's wear).
+func upsertsAndCycles(ctx context.Context, cfg config, p *gatewayProc, l *locker, dir string, res *results, logf func(string, ...any)) error {
 	res.wear.fs = fileSystem(dir)
 	beforeUpserts, err := readWriteBytes(p.pid())
 	if err != nil {
@@ -229,22 +263,6 @@ func benchGateway(ctx context.Context, cfg config, sup *supervisor, gw gatewayCm
 	dev, devCycles, ok := deviceWrites(dir)
 	if devOK && ok {
 		res.wear.dev, res.wear.devUpserts, res.wear.devCycles = dev, devUpserts-devBefore, devCycles-devUpserts
-	}
-	if res.gwLoaded, err = readMemory(p.pid()); err != nil {
-		return err
-	}
-	if fi, err := os.Stat(filepath.Join(dir, "locky.db")); err == nil {
-		res.dbSize = fi.Size()
-	}
-	logf("broker runs against the gateway")
-	if res.gwBroker, err = brokerBench(ctx, p.mqtt, cfg.flood, cfg.roundTrips); err != nil {
-		return fmt.Errorf("gateway broker: %w", err)
-	}
-	if res.gwAfter, err = readMemory(p.pid()); err != nil {
-		return err
-	}
-	if res.gwStopLoaded, err = p.stop(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stopping the loaded gateway: %w", err)
 	}
 	return nil
 }

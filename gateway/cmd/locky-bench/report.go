@@ -140,8 +140,23 @@ func flood(r brokerRun) string {
 }
 
 func printReport(w io.Writer, cfg config, r *results) {
+	rows := append(gatewayRows(cfg, r), cloudRows(cfg, r.cloud)...)
+	fmt.Fprintf(w, "# locky-gateway end-to-end benchmark\n\nMachine: %s\n\n", r.machine)
+	fmt.Fprintf(w, "Load average (1, 5, 15 min) at start: %s; at end: %s\n\n", r.loadStart, r.loadEnd)
+	for i, row := range rows {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+		if i == 0 {
+			fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(row)))
+		}
+	}
+	printMethod(w, cfg)
+}
+
+// gatewayRows are the table's head and the rows of the gateway and of the
+// broker runs.
+func gatewayRows(cfg config, r *results) [][]string {
 	cyc := r.cycles
-	rows := [][]string{
+	return [][]string{
 		{"measure", "locky-gateway", "Mosquitto (same run)", "reference design (SPEC §1)", "target (SPEC §9)"},
 		{fmt.Sprintf("start-to-ready, p50 / max of %d runs", cfg.startRuns),
 			ms(r.gwStart.pct(0.5)) + " / " + ms(r.gwStart.max()), ms(r.mqStart.pct(0.5)) + " / " + ms(r.mqStart.max()),
@@ -178,15 +193,10 @@ func printReport(w io.Writer, cfg config, r *results) {
 		{fmt.Sprintf("broker round trip, one at a time, p50 / p99 / max, %d messages", cfg.roundTrips),
 			dist(r.gwBroker.roundTrip.latency), dist(r.mqBroker.roundTrip.latency), "", ""},
 	}
-	rows = append(rows, cloudRows(cfg, r.cloud)...)
-	fmt.Fprintf(w, "# locky-gateway end-to-end benchmark\n\nMachine: %s\n\n", r.machine)
-	fmt.Fprintf(w, "Load average (1, 5, 15 min) at start: %s; at end: %s\n\n", r.loadStart, r.loadEnd)
-	for i, row := range rows {
-		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
-		if i == 0 {
-			fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(row)))
-		}
-	}
+}
+
+// printMethod prints how each figure of the table was taken.
+func printMethod(w io.Writer, cfg config) {
 	fmt.Fprint(w, `
 How it was measured:
 - Everything runs on this machine over 127.0.0.1; the bench's MQTT clients
@@ -226,7 +236,13 @@ How it was measured:
   round trip publishes each message after the previous one arrived. Each
   broker runs with its default queues and in-flight window; Mosquitto with
   persistence off and TCP_NODELAY.
-- Cloud bridge: a second Mosquitto is the cloud broker (persistence off,
+`)
+	printCloudMethod(w, cfg)
+}
+
+// printCloudMethod prints how the cloud bridge's figures were taken.
+func printCloudMethod(w io.Writer, cfg config) {
+	fmt.Fprint(w, `- Cloud bridge: a second Mosquitto is the cloud broker (persistence off,
   max_queued_messages 0 = no bound, max_inflight_messages 100, anonymous);
   a fresh gateway runs with --cloud-url to it and --locker-id `+benchLocker+`,
   with `+fmt.Sprint(cfg.doors)+` doors and one arriving reservation each.
