@@ -229,8 +229,11 @@ func (c *consumer) connect(ctx context.Context, addr string, first bool) (*paho.
 		return ca, nil
 	}
 	sa, err := cli.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: consumerFilter, QoS: 1}}})
-	if err != nil || sa.Reasons[0] >= 0x80 {
-		return ca, fmt.Errorf("back-end consumer: subscribe %s refused (check the ACL's user backend): %v %v", consumerFilter, sa, err)
+	if err != nil {
+		return ca, fmt.Errorf("back-end consumer: subscribe %s: %w", consumerFilter, err)
+	}
+	if len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80 {
+		return ca, fmt.Errorf("back-end consumer: subscribe %s refused (check the ACL's user backend): reasons %v", consumerFilter, sa.Reasons)
 	}
 	return ca, nil
 }
