@@ -169,66 +169,104 @@ func frameSilence(baud int) time.Duration {
 	return time.Duration(35*11) * time.Second / time.Duration(10*baud)
 }
 
+// point is one coil or input of one board.
+type point struct {
+	device string
+	unit   int
+	addr   uint16
+}
+
+// invalid is an ErrInvalidConfig error with what to fix.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
 func (cfg *Config) validate() error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
-	}
 	if len(cfg.Doors) == 0 {
-		return bad("no doors; list each door with its device, unit, coil and input")
+		return invalid("no doors; list each door with its device, unit, coil and input")
 	}
+	if err := cfg.validateSerial(); err != nil {
+		return err
+	}
+	inputs, err := cfg.validateDoors()
+	if err != nil {
+		return err
+	}
+	if err := cfg.validateOccupancy(inputs); err != nil {
+		return err
+	}
+	return cfg.validateSpans()
+}
+
+// validateSerial checks the serial settings and durations.
+func (cfg *Config) validateSerial() error {
 	switch {
 	case cfg.Baud < 0:
-		return bad("baud %d is negative", cfg.Baud)
+		return invalid("baud %d is negative", cfg.Baud)
 	case cfg.Parity != ParityNone && cfg.Parity != ParityEven && cfg.Parity != ParityOdd:
-		return bad("parity %q; use N, E or O", cfg.Parity)
+		return invalid("parity %q; use N, E or O", cfg.Parity)
 	case cfg.StopBits != 1 && cfg.StopBits != 2:
-		return bad("%d stop bits; use 1 or 2", cfg.StopBits)
+		return invalid("%d stop bits; use 1 or 2", cfg.StopBits)
 	case cfg.Timeout < 0 || cfg.FrameSilence < 0 || cfg.PulseLength < 0 || cfg.PollInterval < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.JamTimeout < 0:
-		return bad("negative duration (timeout, frame silence, pulse, poll interval, retry or jam timeout)")
+		return invalid("negative duration (timeout, frame silence, pulse, poll interval, retry or jam timeout)")
 	case cfg.FaultAfter < 0:
-		return bad("FaultAfter %d is negative; 1 faults a board at its first failed exchange", cfg.FaultAfter)
+		return invalid("FaultAfter %d is negative; 1 faults a board at its first failed exchange", cfg.FaultAfter)
 	case cfg.RetryMax < cfg.RetryMin:
-		return bad("RetryMax %v is below RetryMin %v", cfg.RetryMax, cfg.RetryMin)
+		return invalid("RetryMax %v is below RetryMin %v", cfg.RetryMax, cfg.RetryMin)
 	}
-	type point struct {
-		device string
-		unit   int
-		addr   uint16
-	}
+	return nil
+}
+
+// validateDoors checks each door and that no coil or sensor input is two
+// doors'; it returns the sensor inputs, by door.
+func (cfg *Config) validateDoors() (map[point]int, error) {
 	doors := map[int]bool{}
 	coils := map[point]int{}
 	inputs := map[point]int{}
 	for _, d := range cfg.Doors {
-		switch {
-		case d.Door < 1 || d.Door > contract.MaxDoor:
-			return bad("door %d: door numbers are 1..%d", d.Door, contract.MaxDoor)
-		case doors[d.Door]:
-			return bad("door %d: listed twice", d.Door)
-		case d.Device == "":
-			return bad("door %d: no device; set the serial device of its bus (e.g. /dev/ttyUSB0)", d.Door)
-		case d.Unit < 1 || d.Unit > 247:
-			return bad("door %d: unit address %d; board addresses are 1..247", d.Door, d.Unit)
-		case d.Polarity != OpenWhen1 && d.Polarity != OpenWhen0:
-			return bad("door %d: unknown sensor polarity %d", d.Door, d.Polarity)
-		case d.OccupancyPolarity != OccupiedWhen1 && d.OccupancyPolarity != OccupiedWhen0:
-			return bad("door %d: unknown occupancy polarity %d", d.Door, d.OccupancyPolarity)
-		case d.Occupancy == nil && d.OccupancyPolarity != OccupiedWhen1:
-			return bad("door %d: an occupancy polarity without an occupancy input; set Occupancy, or leave the polarity out", d.Door)
+		if err := d.validate(doors[d.Door]); err != nil {
+			return nil, err
 		}
 		doors[d.Door] = true
 		c := point{d.Device, d.Unit, d.Coil}
 		if other, ok := coils[c]; ok {
-			return bad("door %d: coil %d of unit %d on %s is already door %d's", d.Door, d.Coil, d.Unit, d.Device, other)
+			return nil, invalid("door %d: coil %d of unit %d on %s is already door %d's", d.Door, d.Coil, d.Unit, d.Device, other)
 		}
 		coils[c] = d.Door
 		in := point{d.Device, d.Unit, d.Input}
 		if other, ok := inputs[in]; ok {
-			return bad("door %d: input %d of unit %d on %s is already door %d's", d.Door, d.Input, d.Unit, d.Device, other)
+			return nil, invalid("door %d: input %d of unit %d on %s is already door %d's", d.Door, d.Input, d.Unit, d.Device, other)
 		}
 		inputs[in] = d.Door
 	}
-	// Occupancy inputs after every sensor input is known, so that a
-	// collision is found whichever door is listed first.
+	return inputs, nil
+}
+
+// validate checks one door's fields; listed says the door number was seen
+// before.
+func (d Door) validate(listed bool) error {
+	switch {
+	case d.Door < 1 || d.Door > contract.MaxDoor:
+		return invalid("door %d: door numbers are 1..%d", d.Door, contract.MaxDoor)
+	case listed:
+		return invalid("door %d: listed twice", d.Door)
+	case d.Device == "":
+		return invalid("door %d: no device; set the serial device of its bus (e.g. /dev/ttyUSB0)", d.Door)
+	case d.Unit < 1 || d.Unit > 247:
+		return invalid("door %d: unit address %d; board addresses are 1..247", d.Door, d.Unit)
+	case d.Polarity != OpenWhen1 && d.Polarity != OpenWhen0:
+		return invalid("door %d: unknown sensor polarity %d", d.Door, d.Polarity)
+	case d.OccupancyPolarity != OccupiedWhen1 && d.OccupancyPolarity != OccupiedWhen0:
+		return invalid("door %d: unknown occupancy polarity %d", d.Door, d.OccupancyPolarity)
+	case d.Occupancy == nil && d.OccupancyPolarity != OccupiedWhen1:
+		return invalid("door %d: an occupancy polarity without an occupancy input; set Occupancy, or leave the polarity out", d.Door)
+	}
+	return nil
+}
+
+// validateOccupancy checks the occupancy inputs after every sensor input is
+// known, so that a collision is found whichever door is listed first.
+func (cfg *Config) validateOccupancy(inputs map[point]int) error {
 	occupancy := map[point]int{}
 	for _, d := range cfg.Doors {
 		if d.Occupancy == nil {
@@ -236,15 +274,19 @@ func (cfg *Config) validate() error {
 		}
 		in := point{d.Device, d.Unit, *d.Occupancy}
 		if other, ok := inputs[in]; ok {
-			return bad("door %d: occupancy input %d of unit %d on %s is door %d's sensor input; give the occupancy sensor an input of its own", d.Door, in.addr, d.Unit, d.Device, other)
+			return invalid("door %d: occupancy input %d of unit %d on %s is door %d's sensor input; give the occupancy sensor an input of its own", d.Door, in.addr, d.Unit, d.Device, other)
 		}
 		if other, ok := occupancy[in]; ok {
-			return bad("door %d: occupancy input %d of unit %d on %s is already door %d's", d.Door, in.addr, d.Unit, d.Device, other)
+			return invalid("door %d: occupancy input %d of unit %d on %s is already door %d's", d.Door, in.addr, d.Unit, d.Device, other)
 		}
 		occupancy[in] = d.Door
 	}
-	// One request reads a board's inputs, sensor and occupancy, from the
-	// lowest to the highest.
+	return nil
+}
+
+// validateSpans checks that one request can read a board's inputs, sensor
+// and occupancy, from the lowest to the highest.
+func (cfg *Config) validateSpans() error {
 	span := map[point][2]uint16{}
 	for _, d := range cfg.Doors {
 		k := point{d.Device, d.Unit, 0}
@@ -265,7 +307,7 @@ func (cfg *Config) validate() error {
 	})
 	for _, k := range keys {
 		if s := span[k]; int(s[1])-int(s[0])+1 > maxInputs {
-			return bad("unit %d on %s: inputs (sensor and occupancy) %d..%d span more than %d, the most one request reads", k.unit, k.device, s[0], s[1], maxInputs)
+			return invalid("unit %d on %s: inputs (sensor and occupancy) %d..%d span more than %d, the most one request reads", k.unit, k.device, s[0], s[1], maxInputs)
 		}
 	}
 	return nil

@@ -87,6 +87,14 @@ func StartBus(t testing.TB, units string) *Bus {
 // Plug starts socat and the boards, and returns once the boards serve: the
 // adapter is plugged in again after Unplug.
 func (b *Bus) Plug() {
+	b.t.Helper()
+	b.startSocat()
+	b.startBoards()
+}
+
+// startSocat makes the pty pair, the "adapter", and waits until it carries
+// data.
+func (b *Bus) startSocat() {
 	t := b.t
 	t.Helper()
 	for _, l := range []string{"A", "B"} {
@@ -118,9 +126,16 @@ func (b *Bus) Plug() {
 	case <-time.After(WaitLimit):
 		t.Fatal("socat did not start its pty pair")
 	}
+}
 
+// startBoards runs board.py on the far end of the pty pair and waits until
+// it serves.
+func (b *Bus) startBoards() {
+	t := b.t
+	t.Helper()
 	b.board = exec.Command(b.py, b.script, "--port", filepath.Join(b.dir, "B"), "--units", b.units, "--inputs", b.inputs)
 	b.board.Stderr = LogWriter(t)
+	var err error
 	if b.stdin, err = b.board.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
@@ -132,29 +147,8 @@ func (b *Bus) Plug() {
 		t.Fatalf("cannot start the board: %v", err)
 	}
 	ready := make(chan string, 1)
-	acks, coils := make(chan string, 100), make(chan string, 100)
-	b.acks, b.coils = acks, coils
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "ready":
-				ready <- line
-			case strings.HasPrefix(line, "error"):
-				select {
-				case ready <- line: // it failed to start
-				default:
-				}
-				acks <- line
-			case strings.HasPrefix(line, "coil "):
-				coils <- line
-			default:
-				acks <- line
-			}
-		}
-		close(ready)
-	}()
+	b.acks, b.coils = make(chan string, 100), make(chan string, 100)
+	go readBoard(stdout, ready, b.acks, b.coils)
 	select {
 	case line := <-ready:
 		if line != "ready" {
@@ -163,6 +157,30 @@ func (b *Bus) Plug() {
 	case <-time.After(WaitLimit):
 		t.Fatal("board did not start")
 	}
+}
+
+// readBoard sorts the board's output lines: its ready line (or the error
+// it failed to start with), acknowledgements and coil writes.
+func readBoard(stdout io.Reader, ready, acks, coils chan string) {
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "ready":
+			ready <- line
+		case strings.HasPrefix(line, "error"):
+			select {
+			case ready <- line: // it failed to start
+			default:
+			}
+			acks <- line
+		case strings.HasPrefix(line, "coil "):
+			coils <- line
+		default:
+			acks <- line
+		}
+	}
+	close(ready)
 }
 
 // Unplug stops the boards and socat: the pty pair, the "adapter", is gone.
