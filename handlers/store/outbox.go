@@ -23,6 +23,10 @@ type Message struct {
 	// when the message was enqueued: its age is the uptime since, not the
 	// wall clock's At.
 	Up time.Duration `json:"up"`
+	// Refusal is, for the ack of a downstream message the store refused
+	// (invalid, conflicting), why: what the ack's error says. It is known
+	// only to the caller of the write that added the message (not stored).
+	Refusal string `json:"-"`
 }
 
 // Outbox is the write side of the outbox inside one transaction. Every message
@@ -82,8 +86,11 @@ func (o *Outbox) Ack(msgID string, err error) error {
 	if err != nil {
 		a.Error = err.Error()
 	}
-	_, aerr := o.Append(contract.TopicAcks, func(uint64) any { return a })
-	return aerr
+	if _, aerr := o.Append(contract.TopicAcks, func(uint64) any { return a }); aerr != nil {
+		return aerr
+	}
+	o.added[len(o.added)-1].Refusal = a.Error
+	return nil
 }
 
 // addOutbox books messages added to (or, negative, removed from) the outbox in

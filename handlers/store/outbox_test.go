@@ -3,6 +3,7 @@ package store_test
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -214,20 +215,34 @@ func TestOnCommit(t *testing.T) {
 		if len(got) != 1 || !reflect.DeepEqual(got[0], msgs) {
 			t.Fatalf("%s: OnCommit got %d calls %v; want one with %s", what, len(got), got, dump(msgs))
 		}
+		stored := slices.Clone(msgs) // a refusal is told to the caller, not stored
+		for i := range stored {
+			stored[i].Refusal = ""
+		}
 		outbox, err := s.OutboxAfter(msgs[0].Seq-1, len(msgs)+1)
-		if err != nil || !reflect.DeepEqual(outbox, msgs) {
-			t.Fatalf("%s: outbox holds %s, %v; want exactly %s", what, dump(outbox), err, dump(msgs))
+		if err != nil || !reflect.DeepEqual(outbox, stored) {
+			t.Fatalf("%s: outbox holds %s, %v; want exactly %s", what, dump(outbox), err, dump(stored))
+		}
+	}
+	refusal := func(what string, msgs []store.Message, want string) {
+		t.Helper()
+		for _, m := range msgs {
+			if m.Topic == contract.TopicAcks && m.Refusal != want {
+				t.Fatalf("%s: the ack's Refusal is %q; want %q", what, m.Refusal, want)
+			}
 		}
 	}
 
 	msgs, err := s.UpsertPartner(t0(), "m-1", contract.Partner{ID: "acme"})
 	mustOK(t, msgs, err, "m-1")
 	check("accepted", msgs)
+	refusal("accepted", msgs, "")
 
 	// A rejected message commits only its ack, in a commit of its own.
 	msgs, err = s.UpsertReservation(t0(), "m-2", newRes("R1", 7, dep0, pick0, cour0), grace)
 	mustReject(t, msgs, err, "m-2", "door 7 does not exist")
 	check("rejected", msgs)
+	refusal("rejected", msgs, "reservation R1: door 7 does not exist: unknown door")
 
 	msgs, err = s.Ack(t0(), "", contract.ErrBadPayload)
 	if a := ackOf(t, msgs, err, ""); a.OK || a.Error != "bad payload" {

@@ -23,7 +23,6 @@ package storehandler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -169,10 +168,9 @@ func (h *Handler) Handle(m contract.Message) error {
 		return nil
 	}
 	for _, a := range msgs {
-		var ack contract.Ack
-		if a.Topic == contract.TopicAcks && json.Unmarshal(a.Payload, &ack) == nil && !ack.OK {
+		if a.Refusal != "" {
 			h.rejected.Inc()
-			h.log.Info("rejected a downstream message", "topic", m.Topic, "msg_id", ack.MsgID, "error", ack.Error)
+			h.log.Info("rejected a downstream message", "topic", m.Topic, "msg_id", contract.MsgIDOf(m.Payload), "error", a.Refusal)
 			return nil
 		}
 	}
