@@ -492,6 +492,9 @@ func (g *Gateway) serveWeb() error {
 	if err != nil {
 		return err
 	}
+	if err := w.Start(context.Background()); err != nil {
+		return err
+	}
 	g.web = w
 	g.http = &http.Server{Handler: g.routes(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: httpIdleTimeout,
 		ErrorLog: slog.NewLogLogger(g.log.With("component", "http").Handler(), slog.LevelWarn)}

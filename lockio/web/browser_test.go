@@ -348,6 +348,9 @@ func serve(t *testing.T, g *testGateway, cfg gateway.Config, resetAfter time.Dur
 	if err != nil {
 		t.Fatalf("web.New: %v", err)
 	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatalf("web.Start: %v", err)
+	}
 	srv := httptest.NewServer(w.Handler())
 	t.Cleanup(func() {
 		if err := w.Close(); err != nil {

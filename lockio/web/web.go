@@ -102,8 +102,7 @@ type Web struct {
 	closeOnce sync.Once
 }
 
-// New validates cfg, subscribes to the door states, events and acks of the
-// local broker and starts the goroutine that keeps the open pages up to date.
+// New validates cfg and builds the pages; nothing runs before Start.
 func New(cfg Config) (*Web, error) {
 	switch {
 	case cfg.Store == nil:
@@ -137,19 +136,26 @@ func New(cfg Config) (*Web, error) {
 		states: map[int]contract.DoorState{}, faults: map[int]string{}, clients: map[chan []byte]struct{}{},
 		dirty: make(chan struct{}, 1), done: make(chan struct{}),
 	}
+	w.routes()
+	return w, nil
+}
+
+// Start subscribes to the door states, events and acks of the local broker
+// and starts the goroutine that keeps the open pages up to date, until
+// Close. Call it once, before serving Handler.
+func (w *Web) Start(context.Context) error {
 	for filter, fn := range map[string]func(contract.Message){
 		contract.TopicDoorStates: w.onDoorState,
 		contract.TopicEvents:     w.onEvent,
 		contract.TopicAcks:       w.onAck,
 	} {
-		if err := cfg.Broker.Subscribe(filter, fn); err != nil {
-			return nil, fmt.Errorf("web: cannot subscribe to %s: %w", filter, err)
+		if err := w.cfg.Broker.Subscribe(filter, fn); err != nil {
+			return fmt.Errorf("web: cannot subscribe to %s: %w", filter, err)
 		}
 	}
-	w.routes()
 	w.wg.Add(1)
 	go w.refreshLoop()
-	return w, nil
+	return nil
 }
 
 // Handler serves the pages and their API.

@@ -133,6 +133,9 @@ func newSite(t *testing.T, cfg web.Config) (*web.Web, *httptest.Server) {
 	if err != nil {
 		t.Fatalf("web.New: %v", err)
 	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatalf("web.Start: %v", err)
+	}
 	srv := httptest.NewServer(w.Handler())
 	t.Cleanup(func() {
 		w.Close()
@@ -437,6 +440,9 @@ func TestEventsFollowTheBroker(t *testing.T) {
 	w, err := web.New(web.Config{Store: st, Broker: b, Submit: noSubmit, LockerID: "L1", Version: "v9",
 		Clients: func() int64 { return 5 }, BridgeUp: func() bool { return true }, Logger: testLogger(t)})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(w.Handler())
