@@ -154,7 +154,7 @@ type Controller struct {
 	log *slog.Logger
 	m   *workflowMetrics
 
-	work chan func()
+	work chan job
 	mu   sync.Mutex // guards stop and shut
 	stop context.CancelFunc
 	shut bool
@@ -190,7 +190,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "controller"),
 		m:        newWorkflowMetrics(cfg.Metrics),
-		work:     make(chan func(), 1024),
+		work:     make(chan job, 1024),
 		done:     make(chan struct{}),
 		cycles:   map[int]*cycle{},
 		forced:   map[int]bool{},
@@ -288,6 +288,7 @@ func (c *Controller) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			c.drain()
 			for _, cy := range c.cycles {
 				if cy.timer != nil {
 					cy.timer.Stop()
@@ -303,8 +304,39 @@ func (c *Controller) run(ctx context.Context) {
 					"pending", len(c.pending), "first", c.pending[0].what)
 			}
 			return
-		case fn := <-c.work:
-			fn()
+		case j := <-c.work:
+			j.fn()
+		}
+	}
+}
+
+// job is one piece of work for the work goroutine. One that must run even
+// as the controller stops (a door's state the broker has acknowledged to the
+// board, an ack to commit) is atStop; the rest (a code, a timer) is dropped
+// then: the broker is closed, so no door can open and no answer can go out.
+type job struct {
+	fn     func()
+	atStop bool
+}
+
+// drain runs the atStop jobs still queued when the controller stops: the
+// broker has stopped before the controller and waited for its handlers, so
+// nothing is queued after these.
+func (c *Controller) drain() {
+	dropped := 0
+	for {
+		select {
+		case j := <-c.work:
+			if j.atStop {
+				j.fn()
+			} else {
+				dropped++
+			}
+		default:
+			if dropped > 0 {
+				c.log.Info("stopping: dropped queued codes and timers (the broker is closed; a screen sends its code again)", "dropped", dropped)
+			}
+			return
 		}
 	}
 }
@@ -327,9 +359,15 @@ func (c *Controller) Close() error {
 }
 
 // do hands fn to the work goroutine. It reports false once the controller has stopped.
-func (c *Controller) do(fn func()) bool {
+func (c *Controller) do(fn func()) bool { return c.queue(job{fn: fn}) }
+
+// must is do for work that runs even if the controller stops before it
+// comes to it (see job).
+func (c *Controller) must(fn func()) bool { return c.queue(job{fn: fn, atStop: true}) }
+
+func (c *Controller) queue(j job) bool {
 	select {
-	case c.work <- fn:
+	case c.work <- j:
 		return true
 	case <-c.done:
 		return false
@@ -502,7 +540,10 @@ func (c *Controller) HandleDoorState(door int, payload []byte) {
 		c.log.Warn("ignored a door state that does not decode", "door", door, "err", err)
 		return
 	}
-	c.do(func() { c.doorState(door, st) })
+	// The broker has acknowledged the state to the board, which will not
+	// send it again: it must be handled even if the controller is stopping
+	// (a door closing is then committed before the stop).
+	c.must(func() { c.doorState(door, st) })
 }
 
 func (c *Controller) doorState(door int, st contract.DoorState) {
@@ -631,7 +672,7 @@ func (c *Controller) HandleCommand(payload []byte) error {
 	if err != nil {
 		msgID := contract.MsgIDOf(payload)
 		_, aerr := c.cfg.Store.Ack(time.Now(), msgID, err)
-		if aerr != nil && c.do(func() { c.ack(msgID, err) }) {
+		if aerr != nil && c.must(func() { c.ack(msgID, err) }) {
 			return nil
 		}
 		return aerr

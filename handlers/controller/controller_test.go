@@ -652,3 +652,40 @@ func TestAnUnknownDoorStateIsNoNews(t *testing.T) {
 		}
 	})
 }
+
+// TestStopHandlesTheDoorStatesQueued: door states the broker has already
+// acknowledged to the board, queued when the controller stops, are handled
+// before it stops (the board will not send them again); queued codes are not.
+// Each door opened without a command is a forced-open event in the outbox.
+func TestStopHandlesTheDoorStatesQueued(t *testing.T) {
+	r := newRig(t)
+	r.c.mu.Lock()
+	cancel := r.c.stop
+	r.c.mu.Unlock()
+	release := make(chan struct{})
+	// Holds the work goroutine, then ends its context as Close does, so that
+	// the jobs behind it find the controller stopping.
+	if !r.c.do(func() { <-release; cancel() }) {
+		t.Fatal("the controller is not running")
+	}
+	for door := 1; door <= 4; door++ {
+		r.c.HandleDoorState(door, []byte(`{"state":"open"}`))
+		r.c.HandleDoorState(door, []byte(`{"state":"closed"}`))
+		r.c.HandleDoorState(door, []byte(`{"state":"open"}`))
+	}
+	r.c.HandleCode([]byte(`{"code":"1111","request_id":"late"}`), nil)
+	close(release)
+	r.c.Close()
+	forced := 0
+	for _, e := range r.events() {
+		if e.Type == contract.EventForcedOpen {
+			forced++
+		}
+	}
+	if forced != 8 {
+		t.Errorf("%d door.forced_open events after the stop; want 8 (two per door, each queued before it)", forced)
+	}
+	if n := len(r.b.displays()); n != 0 {
+		t.Errorf("%d displays after the stop; want none (the queued code is dropped: no door opens with the broker closed)", n)
+	}
+}
