@@ -54,13 +54,18 @@ func (r *router) expect(key string) chan message {
 }
 
 func (r *router) await(ctx context.Context, key string, ch chan message) (message, error) {
-	t := time.NewTimer(answerLimit)
+	return r.awaitWithin(ctx, key, ch, answerLimit)
+}
+
+// awaitWithin is await with a limit of its own.
+func (r *router) awaitWithin(ctx context.Context, key string, ch chan message, limit time.Duration) (message, error) {
+	t := time.NewTimer(limit)
 	defer t.Stop()
 	select {
 	case m := <-ch:
 		return m, nil
 	case <-t.C:
-		err := fmt.Errorf("no answer %s within %s", key, answerLimit)
+		err := fmt.Errorf("no answer %s within %s", key, limit)
 		r.mu.Lock()
 		delete(r.waiting, key)
 		r.mu.Unlock()

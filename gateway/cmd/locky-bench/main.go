@@ -17,6 +17,12 @@
 //
 //	go run ./gateway/cmd/locky-bench fleet -fleet-sizes 100,1000,2000 -events 20
 //
+// `locky-bench upgrades` measures what the screen and a door board see
+// across upgrades in place of one gateway, beside plain stop/starts
+// (upgrades*.go):
+//
+//	go run ./gateway/cmd/locky-bench upgrades -upgrades 20 -code-every 20ms
+//
 // Linux only: it reads /proc for memory and the CPU model.
 package main
 
@@ -71,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q; options are flags (see -help), the one command is fleet (see fleet -help)", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q; options are flags (see -help), the commands are fleet and upgrades (see fleet -help, upgrades -help)", fs.Arg(0))
 	}
 	switch {
 	case c.startRuns < 1 || c.flood < 1 || c.roundTrips < 1 || c.cycles < 1 || c.cloudCycles < 1 || c.outage < 1:
@@ -109,6 +115,9 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "fleet" {
 		return runFleet(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "upgrades" {
+		return runUpgrades(ctx, args[1:], stdout, stderr)
 	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {

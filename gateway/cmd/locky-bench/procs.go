@@ -363,6 +363,16 @@ func readMemory(pid int) (memory, error) {
 
 // describeMachine returns the machine line of the report.
 func describeMachine(ctx context.Context, mosquitto string) string {
+	mq := "mosquitto (version unknown)"
+	// mosquitto -h prints its version first and exits with a usage status.
+	if out, _ := exec.CommandContext(ctx, mosquitto, "-h").CombinedOutput(); len(out) > 0 {
+		mq, _, _ = strings.Cut(string(out), "\n")
+	}
+	return describeHost(ctx) + ", " + mq + ", " + time.Now().UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// describeHost names the CPU, the cores, Go and the platform.
+func describeHost(ctx context.Context) string {
 	cpu := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.Lines(string(b)) {
@@ -376,13 +386,7 @@ func describeMachine(ctx context.Context, mosquitto string) string {
 	if out, err := exec.CommandContext(ctx, "go", "env", "GOVERSION").Output(); err == nil {
 		goVersion = strings.TrimSpace(string(out))
 	}
-	mq := "mosquitto (version unknown)"
-	// mosquitto -h prints its version first and exits with a usage status.
-	if out, _ := exec.CommandContext(ctx, mosquitto, "-h").CombinedOutput(); len(out) > 0 {
-		mq, _, _ = strings.Cut(string(out), "\n")
-	}
-	return fmt.Sprintf("%s, %d cores (runtime.NumCPU), %s %s/%s, %s, %s", cpu, runtime.NumCPU(), goVersion,
-		runtime.GOOS, runtime.GOARCH, mq, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	return fmt.Sprintf("%s, %d cores (runtime.NumCPU), %s %s/%s", cpu, runtime.NumCPU(), goVersion, runtime.GOOS, runtime.GOARCH)
 }
 
 // loadAverage returns the 1, 5 and 15 minute load averages of /proc/loadavg.
