@@ -26,6 +26,7 @@ type upgradesConfig struct {
 	doors     int           // doors, each with a reservation, so that codes never wait for one
 	doorOpen  time.Duration // how long the board holds a door open before it reports it closed
 	after     int           // answers awaited after each swap before the next
+	resync    bool          // the board reports every door's state again after a reconnection
 }
 
 func parseUpgradesFlags(args []string, stderr io.Writer) (upgradesConfig, error) {
@@ -37,6 +38,7 @@ func parseUpgradesFlags(args []string, stderr io.Writer) (upgradesConfig, error)
 	fs.IntVar(&c.doors, "doors", 200, "doors, each with a reservation ahead, so that no code waits for a free door")
 	fs.DurationVar(&c.doorOpen, "door-open", 200*time.Millisecond, "the board reports a door closed this long after it opened it")
 	fs.IntVar(&c.after, "answers-after", 5, "answers the screen must get after a swap before the next one")
+	fs.BoolVar(&c.resync, "board-resync", true, "the door board reports every door's state again after a reconnection; false: a report that got no PUBACK is lost")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -87,7 +87,7 @@ func (k *kiosk) resend(ctx context.Context, c *paho.Client) {
 	}
 	k.mu.Unlock()
 	pub := func(ctx context.Context, topic string, v any, retain bool) error {
-		return publish(ctx, c, topic, v, retain)
+		return publishOn(ctx, c, topic, v, retain)
 	}
 	for _, rec := range todo {
 		k.send(ctx, pub, rec)
@@ -168,7 +168,8 @@ func firstAtOrAfter(sorted []time.Time, t time.Time) int {
 
 // board is the door board: it opens a door on its command (reports it open
 // at once, closed after hold) and, after a reconnection, reports the state
-// of every door again, as a board does when it comes back online.
+// of every door again, as a board does when it comes back online (unless
+// told not to: a report that failed is then lost).
 type board struct {
 	link   *link
 	hold   time.Duration
@@ -186,9 +187,14 @@ type boardDoor struct {
 	state contract.DoorState
 }
 
-func newBoard(ctx context.Context, hold time.Duration, closed func(int, time.Time)) *board {
+// newBoard returns the board; resync says whether it reports every door
+// again after a reconnection.
+func newBoard(ctx context.Context, hold time.Duration, resync bool, closed func(int, time.Time)) *board {
 	b := &board{hold: hold, ctx: ctx, closed: closed, doors: map[int]*boardDoor{}}
-	b.link = &link{name: "bench-board", filters: []string{contract.TopicDoorCommands}, onMsg: b.receive, onUp: b.reportAll}
+	b.link = &link{name: "bench-board", filters: []string{contract.TopicDoorCommands}, onMsg: b.receive}
+	if resync {
+		b.link.onUp = b.reportAll
+	}
 	return b
 }
 
@@ -238,7 +244,7 @@ func (b *board) publish(pub func(context.Context, string, any, bool) error, door
 // reportAll publishes every door's state again on the new connection c.
 func (b *board) reportAll(_ context.Context, c *paho.Client) {
 	pub := func(ctx context.Context, topic string, v any, retain bool) error {
-		return publish(ctx, c, topic, v, retain)
+		return publishOn(ctx, c, topic, v, retain)
 	}
 	b.mu.Lock()
 	doors := make(map[int]*boardDoor, len(b.doors))

@@ -119,6 +119,21 @@ func (l *link) publish(ctx context.Context, topic string, v any, retain bool) er
 	if c == nil {
 		return errLinkDown
 	}
+	return publishOn(ctx, c, topic, v, retain)
+}
+
+// publishOn is publish that gives up as soon as c's connection ends: paho
+// would wait out the whole answerLimit for a PUBACK that cannot come.
+func publishOn(ctx context.Context, c *paho.Client, topic string, v any, retain bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	return publish(ctx, c, topic, v, retain)
 }
 

@@ -102,7 +102,7 @@ func printUpgradesReport(w io.Writer, rep upgradesReport) {
 		}
 	}
 	printTotals(w, rep.totals)
-	fmt.Fprintf(w, upgradesMethod, rep.cfg.codeEvery, rep.cfg.doors, rep.cfg.doorOpen, rep.cfg.after)
+	fmt.Fprintf(w, upgradesMethod, rep.cfg.codeEvery, rep.cfg.doors, rep.cfg.doorOpen, rep.cfg.after, rep.cfg.resync)
 }
 
 // modeRow is one row of the table: a label and a cell per mode.
@@ -181,7 +181,7 @@ How it was measured:
   is free, with a request id of its own, and after a reconnection sends every
   code it has no answer to again (same request id); the door board, on each
   open command, reports the door open (retained) and, %[3]s later, closed,
-  and after a reconnection reports every door's state again; the back-end
+  and after a reconnection reports every door's state again (-board-resync=%[5]v); the back-end
   takes the status events (a stored deposit frees the door for its pickup) and
   upserts a new reservation on each door whose parcel was delivered. %[2]d doors.
 - After each swap, the next waits until the screen has had %[4]d answers more.
