@@ -171,10 +171,10 @@ func firstAtOrAfter(sorted []time.Time, t time.Time) int {
 // of every door again, as a board does when it comes back online (unless
 // told not to: a report that failed is then lost).
 type board struct {
-	link   *link
-	hold   time.Duration
-	ctx    context.Context
-	closed func(door int, at time.Time) // told before each closed report
+	link *link
+	hold time.Duration
+	ctx  context.Context
+	pool *pool // told of each closed report
 
 	mu     sync.Mutex
 	doors  map[int]*boardDoor
@@ -189,8 +189,8 @@ type boardDoor struct {
 
 // newBoard returns the board; resync says whether it reports every door
 // again after a reconnection.
-func newBoard(ctx context.Context, hold time.Duration, resync bool, closed func(int, time.Time)) *board {
-	b := &board{hold: hold, ctx: ctx, closed: closed, doors: map[int]*boardDoor{}}
+func newBoard(ctx context.Context, p *pool, hold time.Duration, resync bool) *board {
+	b := &board{hold: hold, ctx: ctx, pool: p, doors: map[int]*boardDoor{}}
 	b.link = &link{name: "bench-board", filters: []string{contract.TopicDoorCommands}, onMsg: b.receive}
 	if resync {
 		b.link.onUp = b.reportAll
@@ -206,8 +206,10 @@ func (b *board) receive(pr paho.PublishReceived) (bool, error) {
 	go func() {
 		b.report(door, contract.DoorOpen)
 		time.AfterFunc(b.hold, func() {
-			b.closed(door, time.Now())
-			b.report(door, contract.DoorClosed)
+			c := b.pool.closed(door, time.Now())
+			if b.report(door, contract.DoorClosed) && c != nil {
+				b.pool.acked(c)
+			}
 		})
 	}()
 	return true, nil
@@ -224,21 +226,24 @@ func (b *board) door(n int) *boardDoor {
 	return d
 }
 
-// report sets door's state and publishes it (retained).
-func (b *board) report(door int, state string) {
+// report sets door's state and publishes it (retained); it returns whether
+// the publish got its PUBACK.
+func (b *board) report(door int, state string) bool {
 	d := b.door(door)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.state = contract.DoorState{State: state, At: time.Now().UTC()}
-	b.publish(b.link.publish, door, d.state)
+	return b.publish(b.link.publish, door, d.state)
 }
 
-func (b *board) publish(pub func(context.Context, string, any, bool) error, door int, st contract.DoorState) {
+func (b *board) publish(pub func(context.Context, string, any, bool) error, door int, st contract.DoorState) bool {
 	if err := pub(b.ctx, contract.DoorStateTopic(door), st, true); err != nil {
 		b.mu.Lock()
-		b.failed++ // reported again after the reconnection
+		b.failed++ // reported again after the reconnection, if resync
 		b.mu.Unlock()
+		return false
 	}
+	return true
 }
 
 // reportAll publishes every door's state again on the new connection c.

@@ -36,6 +36,7 @@ type cycleRecord struct {
 	pickup bool      // a pickup, else a deposit
 	opened time.Time // the screen got "opened"
 	closed time.Time // the board reported the door closed; zero until then
+	acked  bool      // the gateway's broker acknowledged that report (PUBACK)
 	event  time.Time // the back-end got its status event; zero if it never came
 	// inStore: no event came, but the database shows the reservation past
 	// the cycle once the gateway stopped (checkStore).
@@ -85,13 +86,23 @@ func (p *pool) opened(door int, at time.Time) {
 	}
 }
 
-// closed records that the board reported door closed at at.
-func (p *pool) closed(door int, at time.Time) {
+// closed records that the board reports door closed at at; it returns the
+// cycle, nil if none is in flight on door.
+func (p *pool) closed(door int, at time.Time) *cycleRecord {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if d := p.doors[door]; d != nil && d.cycle != nil && d.cycle.closed.IsZero() {
 		d.cycle.closed = at
+		return d.cycle
 	}
+	return nil
+}
+
+// acked records that the report closing c got its PUBACK.
+func (p *pool) acked(c *cycleRecord) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c.acked = true
 }
 
 // event takes a status event the back-end received at at: the deposit's

@@ -52,6 +52,7 @@ type upgradesTotals struct {
 	cyclesOpened  int
 	cyclesNoEvent int // of which the database shows cyclesInStore completed
 	cyclesInStore int
+	ackedLost     int // cycles not completed although the gateway acked the report closing them
 }
 
 func (r *upgradesRun) totals() upgradesTotals {
@@ -71,6 +72,9 @@ func (r *upgradesRun) totals() upgradesTotals {
 			if c.inStore {
 				t.cyclesInStore++
 			}
+		}
+		if !c.completed() && c.acked {
+			t.ackedLost++
 		}
 	}
 	return t
@@ -160,9 +164,11 @@ func printTotals(w io.Writer, t upgradesTotals) {
 		"door state publishes that failed (reported again): %d.\n",
 		strings.Join(results, ", "), t.unanswered, t.starved, t.kioskFailed, t.boardFailed)
 	fmt.Fprintf(w, "Reservations: %d; door cycles opened: %d, of which %d with no status event at the back-end "+
-		"(%d of them completed in the database after the stop, %s not); doors still waiting for one at the end: %d; other events: %s.\n",
+		"(%d of them completed in the database after the stop, %s not, of which %s although the gateway had acknowledged "+
+		"the board's report closing the door); doors still waiting for one at the end: %d; other events: %s.\n",
 		t.reservations, t.cyclesOpened, t.cyclesNoEvent, t.cyclesInStore,
-		bold(t.cyclesNoEvent > t.cyclesInStore, fmt.Sprint(t.cyclesNoEvent-t.cyclesInStore)), t.doorsWaiting, strings.Join(other, ", "))
+		bold(t.cyclesNoEvent > t.cyclesInStore, fmt.Sprint(t.cyclesNoEvent-t.cyclesInStore)),
+		bold(t.ackedLost > 0, fmt.Sprint(t.ackedLost)), t.doorsWaiting, strings.Join(other, ", "))
 }
 
 const upgradesMethod = `

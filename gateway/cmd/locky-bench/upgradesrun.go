@@ -142,7 +142,7 @@ func (r *upgradesRun) measure(ctx context.Context) ([]phase, error) {
 // them connected until ctx ends.
 func (r *upgradesRun) startClients(ctx context.Context, wg *sync.WaitGroup) error {
 	r.pool = newPool(r.cfg.doors)
-	r.k, r.b, r.be = newKiosk(r.pool), newBoard(ctx, r.cfg.doorOpen, r.cfg.resync, r.pool.closed), newBackend(r.pool)
+	r.k, r.b, r.be = newKiosk(r.pool), newBoard(ctx, r.pool, r.cfg.doorOpen, r.cfg.resync), newBackend(r.pool)
 	for _, l := range []*link{r.be.link, r.b.link, r.k.link} {
 		l.addr = r.gw.mqtt
 		if err := l.connectFirst(ctx); err != nil {
