@@ -64,12 +64,21 @@ type installation struct {
 	ctl       string
 }
 
-var buildVersions = [2]string{"vA", "vB"}
+// The two versions the gateway is built as; vA runs first.
+const versionA, versionB = "vA", "vB"
+
+// version returns the version of build i: vA, then vB.
+func version(i int) string {
+	if i == 0 {
+		return versionA
+	}
+	return versionB
+}
 
 // install builds the gateway twice, as vA and vB, under work.
 func install(ctx context.Context, work string, logf func(string, ...any)) (installation, error) {
 	in := installation{installed: filepath.Join(work, "bin", "locky-gateway"), ctl: filepath.Join(work, "locky-gateway-ctl")}
-	for i, v := range buildVersions {
+	for i, v := range []string{versionA, versionB} {
 		logf("building the gateway as %s", v)
 		in.builds[i] = filepath.Join(work, "locky-gateway-"+v)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", in.builds[i],
@@ -92,10 +101,10 @@ func install(ctx context.Context, work string, logf func(string, ...any)) (insta
 func (in installation) put(i int) error {
 	tmp := in.installed + ".new"
 	if err := os.Link(in.builds[i], tmp); err != nil {
-		return fmt.Errorf("cannot link %s beside the installed binary: %w", buildVersions[i], err)
+		return fmt.Errorf("cannot link %s beside the installed binary: %w", version(i), err)
 	}
 	if err := os.Rename(tmp, in.installed); err != nil {
-		return fmt.Errorf("cannot move %s over the installed binary: %w", buildVersions[i], err)
+		return fmt.Errorf("cannot move %s over the installed binary: %w", version(i), err)
 	}
 	return nil
 }

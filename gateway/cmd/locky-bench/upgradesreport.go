@@ -121,7 +121,7 @@ func modeRows(cfg upgradesConfig) []modeRow {
 		return func(m modeResult) string { s := of(m); return fmt.Sprintf("%s (%d)", p50max(s), len(s)) }
 	}
 	return []modeRow{
-		{fmt.Sprintf("swaps (upgrade: %s ⇄ %s; stop/start: the same binary)", buildVersions[0], buildVersions[1]),
+		{fmt.Sprintf("swaps (upgrade: %s ⇄ %s; stop/start: the same binary)", versionA, versionB),
 			func(m modeResult) string { return fmt.Sprint(m.swaps) }},
 		{"swap: the upgrade command's run / SIGTERM → new process ready, p50 / max",
 			func(m modeResult) string { return p50max(m.swapTime) }},

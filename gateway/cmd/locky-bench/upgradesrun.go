@@ -211,7 +211,7 @@ func (r *upgradesRun) upgradeOnce(ctx context.Context, i int) (swap, error) {
 		return swap{}, err
 	}
 	s := swap{start: time.Now()}
-	if err := upgrade(ctx, r.in.ctl, r.gw.http, buildVersions[next]); err != nil {
+	if err := upgrade(ctx, r.in.ctl, r.gw.http, version(next)); err != nil {
 		return s, fmt.Errorf("%w; the gateway's last log lines:\n%s", err, r.proc.tail.String())
 	}
 	s.done = time.Now()
