@@ -244,6 +244,9 @@ func (w *Web) broadcast(b []byte) {
 // proxies and the browser keep it open.
 const keepAlive = 25 * time.Second
 
+// retryAfter is the reconnection time the event stream asks of the browser.
+const retryAfter = 250 * time.Millisecond
+
 // events streams the locker's state as server-sent events: one "state" event
 // at once, then one at every change.
 func (w *Web) events(rw http.ResponseWriter, r *http.Request) {
@@ -303,6 +306,12 @@ func (w *Web) stream(rw http.ResponseWriter, r *http.Request, ch <-chan []byte, 
 			return err
 		}
 		return rc.Flush()
+	}
+	// A page whose stream ends (the gateway restarting or upgraded in
+	// place) reconnects after retryAfter, not after the browser's default
+	// of seconds.
+	if _, err := fmt.Fprintf(rw, "retry: %d\n\n", retryAfter.Milliseconds()); err != nil {
+		return
 	}
 	if err := send(first); err != nil {
 		return

@@ -411,7 +411,13 @@ func openStream(t *testing.T, url string) *stream {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type %q; want text/event-stream", ct)
 	}
-	return &stream{t: t, body: resp.Body, sc: bufio.NewScanner(resp.Body)}
+	sc := bufio.NewScanner(resp.Body)
+	// The stream first tells the page to reconnect at once when it ends
+	// (a restart, an upgrade), not after the browser's default seconds.
+	if !sc.Scan() || sc.Text() != "retry: 250" {
+		t.Fatalf("the stream begins with %q, %v; want %q", sc.Text(), sc.Err(), "retry: 250")
+	}
+	return &stream{t: t, body: resp.Body, sc: sc}
 }
 
 // next returns the next state that match accepts.
