@@ -68,6 +68,9 @@ func TestMenderRollout(t *testing.T) {
 	dev.checkState(t)
 
 	upgraded := t.Run("upgrade", func(t *testing.T) {
+		// A touchscreen enters R1's deposit code every 20 ms through the
+		// upgrade: every code gets its answer (opened, then door in use).
+		codes := startCodes(t, dev.gw.mqttAddr, "300001")
 		out, err := dev.mender("install", good)
 		defer logIfFailed(t, "mender install", out)
 		if err != nil {
@@ -75,6 +78,11 @@ func TestMenderRollout(t *testing.T) {
 		}
 		dev.awaitVersion(t, "v2")
 		dev.checkState(t)
+		entered, lost := codes.stop()
+		if entered == 0 || lost != 0 {
+			t.Errorf("codes entered during the upgrade: %d, never answered: %d; want some, none lost", entered, lost)
+		}
+		t.Logf("%d codes entered during the upgrade, %d never answered", entered, lost)
 		if out, err := dev.mender("commit"); err != nil {
 			t.Fatalf("mender commit: %v\n%s", err, out)
 		}
