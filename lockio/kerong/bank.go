@@ -426,7 +426,16 @@ func (bs *bus) unlock(r openReq) {
 	}
 	if err := bs.sendUnlock(d); err != nil {
 		bs.bank.log.Warn("unlock not acknowledged", "door", d.n, "bus", bs.path, "board", d.board.addr, "lock", d.lock, "err", err)
-		bs.failed(d.board, err)
+		// Only a lost adapter counts here: the board may have released the
+		// lock, so its doors must not turn fault for this (the controller
+		// would end the cycle of a door that is opening); the polls say
+		// whether the board answers, and the sensor whether the door opened.
+		var xe *exchangeError
+		if !errors.As(err, &xe) || xe.kind == kindUnplugged {
+			bs.failed(d.board, err)
+		} else {
+			bs.errs[xe.kind].Inc()
+		}
 		return
 	}
 	// Door truth: the board's acknowledgement is not an opening; the

@@ -45,7 +45,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // newRig starts socat, the emulator with the given boards (address →
 // channels) and a bank with the given doors, and registers the watcher.
-func newRig(t *testing.T, boards map[byte]int, doors map[int]Door, setup func(*kerongtest.Emulator)) *rig {
+func newRig(t *testing.T, boards map[byte]int, doors map[int]Door, setup func(*kerongtest.Emulator), change ...func(*Config)) *rig {
 	t.Helper()
 	r := &rig{t: t, events: make(chan event, 4096), queued: map[int][]contract.DoorState{}}
 	r.socat = kerongtest.StartSocat(t, t.TempDir())
@@ -62,7 +62,7 @@ func newRig(t *testing.T, boards map[byte]int, doors map[int]Door, setup func(*k
 	// A generous response timeout: a loaded test machine must not turn a
 	// slow answer into a fault.
 	r.set = metrics.NewSet()
-	b, err := New(Config{
+	cfg := Config{
 		Doors:        doors,
 		Buses:        map[string]Bus{r.socat.A: {ResponseTimeout: 500 * time.Millisecond}},
 		PollInterval: 10 * time.Millisecond,
@@ -70,7 +70,11 @@ func newRig(t *testing.T, boards map[byte]int, doors map[int]Door, setup func(*k
 		JamTimeout:   150 * time.Millisecond,
 		Metrics:      r.set,
 		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, c := range change {
+		c(&cfg)
+	}
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -230,6 +234,27 @@ func TestOneBadChecksumIsRetried(t *testing.T) {
 	r.emu.AwaitUnlock(t, 1, 1)
 	r.emu.AwaitUnlock(t, 1, 1) // the second try
 	r.expect(1, contract.DoorOpen, "")
+}
+
+// TestAnUnlockWhoseAnswersAreLostFaultsNoDoor: with FaultAfter 1, the board
+// releases the lock but both answers (the unlock and its second try) are
+// damaged. The door opens, and neither it nor its neighbour turns fault
+// first: a fault would make the controller end the cycle of a door that is
+// opening.
+func TestAnUnlockWhoseAnswersAreLostFaultsNoDoor(t *testing.T) {
+	boards, doors := oneBoard()
+	r := newRig(t, boards, doors, nil, func(c *Config) { c.FaultAfter = 1 })
+	for _, d := range []int{1, 2} {
+		r.expect(d, contract.DoorUnknown, "")
+		r.expect(d, contract.DoorClosed, "")
+	}
+	r.emu.CorruptNextUnlocks(1, 2)
+	r.open(1)
+	r.emu.AwaitUnlock(t, 1, 1)
+	r.emu.AwaitUnlock(t, 1, 1)
+	r.expect(1, contract.DoorOpen, "")
+	r.emu.SetOpen(1, 2, true)
+	r.expect(2, contract.DoorOpen, "")
 }
 
 func TestJammedLock(t *testing.T) {

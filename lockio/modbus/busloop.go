@@ -150,7 +150,13 @@ func (l *busLoop) sendOpen(cmd openCmd) {
 	if err != nil {
 		l.b.log.Warn("lock pulse not confirmed by the board; its coil is switched off after the pulse all the same",
 			"door", d.Door.Door, "bus", bs.device, "unit", d.board.unit, "err", err)
-		l.failed(d.board, err)
+		// Only a lost adapter counts here: the board may have pulsed the
+		// lock, so its doors must not turn fault for this (the controller
+		// would end the cycle of a door that is opening); the polls say
+		// whether the board answers, and the sensor whether the door opened.
+		if errors.Is(err, ErrPort) {
+			l.failed(d.board, err)
+		}
 		return
 	}
 	// The pulse was accepted; only the sensor tells whether the door

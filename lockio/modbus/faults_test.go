@@ -97,3 +97,22 @@ func waitMetric(t *testing.T, b *Bank, name string, want float64) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAPulseNeverConfirmedFaultsNoDoor: with FaultAfter 1, a lock pulse whose
+// answers are both damaged still faults no door: the board may have pulsed
+// the lock, and a fault would make the controller end the cycle of a door
+// that is opening. The sensor says it opened.
+func TestAPulseNeverConfirmedFaultsNoDoor(t *testing.T) {
+	bus := modbustest.StartBus(t, "1")
+	b, events := startBankWith(t, func(c *Config) { c.FaultAfter = 1 }, Door{Door: 1, Device: bus.Device, Unit: 1, Coil: 0, Input: 0})
+	await(t, events, 1, closed, "")
+	bus.Do("garble 2 5")
+	if err := b.Open(1); err != nil {
+		t.Fatal(err)
+	}
+	bus.AwaitCoil("coil 1 0 1")
+	bus.AwaitCoil("coil 1 0 1")
+	bus.AwaitCoil("coil 1 0 0")
+	bus.Do("set 1 0 1")
+	await(t, events, 1, open, "sensor")
+}
