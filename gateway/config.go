@@ -455,7 +455,7 @@ func UnknownEnv(environ []string) []string {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		opt, ok := strings.CutPrefix(name, "LOCKY_")
-		if !ok || name == envUpgradeFDs || name == envUpgradePID {
+		if !ok || name == envUpgradeFDs || name == envUpgradePID || name == EnvUpgradeFailed {
 			continue // not an option; the upgrade's own (upgrade.go)
 		}
 		opt = strings.ToLower(strings.ReplaceAll(opt, "_", "-"))

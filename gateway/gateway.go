@@ -509,6 +509,11 @@ func (g *Gateway) serveWeb() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		err := g.http.Shutdown(sctx)
+		if err != nil {
+			// A client still sending its request: cut it rather than wait
+			// for its read deadline.
+			err = errors.Join(fmt.Errorf("HTTP requests still open after 2 s were cut: %w", err), g.http.Close())
+		}
 		<-g.httpDone
 		return err
 	})

@@ -20,6 +20,9 @@ import (
 const (
 	envUpgradeFDs = "LOCKY_UPGRADE_FDS" // name=fd,name=fd: the sockets passed
 	envUpgradePID = "LOCKY_UPGRADE_PID" // the process they are meant for
+	// EnvUpgradeFailed tells the binary restarted after a failed exec of
+	// the new one why that failed, for GET /status.
+	EnvUpgradeFailed = "LOCKY_UPGRADE_FAILED"
 )
 
 // HandOver returns duplicates of the gateway's listening sockets, by socket

@@ -104,16 +104,22 @@ func serve(cfg gateway.Config, log *slog.Logger, start time.Time, u *upgrader) i
 	log.Info("starting", "version", version, "commit", commit, "since_exec", time.Since(start).Round(time.Microsecond))
 	// Run stops everything it or New started before it returns, also when
 	// it fails to start; Close only reports what failed to stop (logged).
-	if err := g.Run(runCtx); err != nil {
-		log.Error("stopped with an error", "err", err)
-		return 1
-	}
-	if err := g.Close(); err != nil {
-		return 1
-	}
-	if u.handingOver() {
-		log.Info("stopped for the upgrade; starting the new binary", "uptime", time.Since(start).Round(time.Millisecond))
+	runErr := g.Run(runCtx)
+	closeErr := g.Close()
+	// An upgrade goes ahead even if a step failed to stop (a slow HTTP
+	// client, say): the new binary takes over what this one let go of. A
+	// SIGTERM that came meanwhile is the operator's stop, and wins.
+	if u.handingOver() && ctx.Err() == nil {
+		log.Info("stopped for the upgrade; starting the new binary", "uptime", time.Since(start).Round(time.Millisecond),
+			"stop_errors", errors.Join(runErr, closeErr))
 		return u.execNew()
+	}
+	if runErr != nil {
+		log.Error("stopped with an error", "err", runErr)
+		return 1
+	}
+	if closeErr != nil {
+		return 1
 	}
 	log.Info("stopped cleanly", "uptime", time.Since(start).Round(time.Millisecond))
 	return 0

@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +46,7 @@ type upgrader struct {
 	exeErr error    // why exe is unknown (upgrades are then off)
 	args   []string // this one's arguments, given to it as they are
 	sig    chan os.Signal
+	failed error // why the previous binary's exec of a new one failed, if it did
 	g      *gateway.Gateway
 	log    *slog.Logger
 	stop   context.CancelFunc // ends the gateway's Run
@@ -57,16 +61,35 @@ type upgrader struct {
 // It takes SIGUSR2 at once: one sent while the gateway starts waits for it
 // instead of killing the process (the signal's default).
 func newUpgrader(args []string) *upgrader {
-	exe, err := os.Executable()
+	exe, err := startedFrom(os.Args[0])
 	u := &upgrader{exe: exe, exeErr: err, args: args, sig: make(chan os.Signal, 1)}
 	signal.Notify(u.sig, syscall.SIGUSR2)
+	if why, ok := os.LookupEnv(gateway.EnvUpgradeFailed); ok { // the fallback of execNew
+		u.failed = errors.New(why)
+		os.Unsetenv(gateway.EnvUpgradeFailed)
+	}
 	return u
+}
+
+// startedFrom is the absolute path this binary was started by: argv[0],
+// not the file it resolves to (os.Executable follows symbolic links, and an
+// install that switches a symlink to the new release must start that one).
+func startedFrom(argv0 string) (string, error) {
+	if !strings.Contains(argv0, "/") {
+		return exec.LookPath(argv0)
+	}
+	return filepath.Abs(argv0)
 }
 
 // start serves SIGUSR2 for g from its own goroutine until ctx ends;
 // stop ends g's Run for the hand-over.
 func (u *upgrader) start(ctx context.Context, g *gateway.Gateway, log *slog.Logger, stop context.CancelFunc) {
 	u.g, u.log, u.stop = g, log, stop
+	if u.failed != nil {
+		err := fmt.Errorf("upgrade refused, the gateway goes on with this binary: %w", u.failed)
+		log.Error(err.Error())
+		g.UpgradeRefused(err)
+	}
 	if u.exeErr != nil {
 		log.Warn("cannot find this binary's path: in-place upgrades (SIGUSR2) are off", "err", u.exeErr)
 		return
@@ -120,7 +143,12 @@ func preflight(exe string, args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, check := range [][]string{{"--version"}, append([]string{"--check-config"}, args...)} {
-		out, err := exec.CommandContext(ctx, exe, check...).CombinedOutput()
+		cmd := exec.CommandContext(ctx, exe, check...)
+		cmd.WaitDelay = 2 * time.Second // a child of the check that keeps its output open does not hold us
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s %s did not finish within 30 s", exe, check[0])
+		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %w: %s", exe, check[0], err, lastLine(out))
 		}
@@ -146,8 +174,13 @@ func (u *upgrader) execNew() int {
 		return 1
 	}
 	argv := append([]string{u.exe}, u.args...)
+	// Until the new binary's runtime takes SIGUSR2, its default would kill
+	// the process: a second upgrade asked during the exec is ignored
+	// instead (an ignored signal stays ignored across execve).
+	signal.Ignore(syscall.SIGUSR2)
 	err = syscall.Exec(u.exe, argv, env)
 	u.log.Error("cannot start the new binary; starting this one again", "binary", u.exe, "err", err)
+	env = append(env, gateway.EnvUpgradeFailed+"="+fmt.Sprintf("cannot start %s: %v", u.exe, err))
 	err = syscall.Exec("/proc/self/exe", argv, env)
 	u.log.Error("cannot start this binary again; restart the gateway", "err", err)
 	return 1
@@ -191,6 +224,12 @@ func upgradeCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "locky-gateway upgrade: %v; is the gateway running with --http-addr %s?\n", err, *addr)
 		return 1
 	}
+	// The PID comes from whoever answers on addr: signal it only if that
+	// process holds the socket we talked to (SIGUSR2 kills most others).
+	if err := ownsListener(before.PID, *addr); err != nil {
+		fmt.Fprintf(stderr, "locky-gateway upgrade: %v; not signalled\n", err)
+		return 1
+	}
 	asked := time.Now()
 	if err := syscall.Kill(before.PID, syscall.SIGUSR2); err != nil {
 		fmt.Fprintf(stderr, "locky-gateway upgrade: cannot signal the gateway (pid %d): %v; run as its user or root\n", before.PID, err)
@@ -207,7 +246,8 @@ func awaitUpgrade(c *http.Client, url string, before gateway.Status, asked time.
 		st, err := readStatus(c, url)
 		switch {
 		case err != nil: // between two binaries: try again
-		case st.UpgradeRefusedAt != nil && !st.UpgradeRefusedAt.Before(asked.Add(-time.Second)):
+		case st.UpgradeRefusedAt != nil && (before.UpgradeRefusedAt == nil || st.UpgradeRefusedAt.After(*before.UpgradeRefusedAt)):
+			// a refusal newer than the one before the signal, if any
 			fmt.Fprintf(stderr, "locky-gateway upgrade: %s\n", st.UpgradeRefused)
 			return 1
 		case st.PID != before.PID:
@@ -216,6 +256,9 @@ func awaitUpgrade(c *http.Client, url string, before gateway.Status, asked time.
 		case st.StartedAt.After(before.StartedAt) && st.Ready:
 			fmt.Fprintf(stdout, "upgraded: pid %d, %s (%s) → %s (%s), ready %v after the signal\n",
 				st.PID, before.Version, before.Commit, st.Version, st.Commit, time.Since(asked).Round(time.Millisecond))
+			if st.Version == before.Version && st.Commit == before.Commit {
+				fmt.Fprintln(stderr, "locky-gateway upgrade: warning: the same build serves again; was the new binary put where the gateway was started from?")
+			}
 			return 0
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -238,4 +281,53 @@ func readStatus(c *http.Client, url string) (gateway.Status, error) {
 		return st, fmt.Errorf("GET %s: %w", url, err)
 	}
 	return st, nil
+}
+
+// ownsListener checks that process pid holds the listening TCP socket at
+// addr: its inode, from /proc/net/tcp and tcp6, among the process's file
+// descriptors.
+func ownsListener(pid int, addr string) error {
+	inodes, err := listeningInodes(addr)
+	if err != nil {
+		return err
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return fmt.Errorf("cannot read the descriptors of pid %d (run as the gateway's user or root): %w", pid, err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && inodes[link] {
+			return nil
+		}
+	}
+	return fmt.Errorf("pid %d, named by %s/status, does not hold the socket listening at %s", pid, addr, addr)
+}
+
+// listeningInodes is the set of "socket:[inode]" of the sockets listening at
+// addr (host:port, as --http-addr).
+func listeningInodes(addr string) (map[string]bool, error) {
+	tcp, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http-addr %s: %w", addr, err)
+	}
+	port := fmt.Sprintf(":%04X", tcp.Port)
+	inodes := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// local address, state 0A (LISTEN), inode
+			if len(f) > 9 && strings.HasSuffix(f[1], port) && f[3] == "0A" {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, fmt.Errorf("no socket listens at %s", addr)
+	}
+	return inodes, nil
 }

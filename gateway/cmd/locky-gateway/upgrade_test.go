@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,8 +31,20 @@ import (
 // completes; and a broken binary is refused while the gateway goes on.
 func TestUpgradeInPlace(t *testing.T) {
 	dir := t.TempDir()
-	installed := buildVersion(t, filepath.Join(dir, "locky-gateway"), "v1")
-	next := buildVersion(t, filepath.Join(dir, "locky-gateway.next"), "v2")
+	// Installed as a symlink to its release, switched to the next one: the
+	// gateway must start the path it was started by, not the file it was.
+	for _, v := range []string{"v1", "v2"} {
+		if err := os.MkdirAll(filepath.Join(dir, v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		buildVersion(t, filepath.Join(dir, v, "locky-gateway"), v)
+	}
+	installed, next := filepath.Join(dir, "locky-gateway"), filepath.Join(dir, "locky-gateway.next")
+	for link, target := range map[string]string{installed: "v1/locky-gateway", next: "v2/locky-gateway"} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dataDir := t.TempDir()
 	p := startProcess(t, installed, dataDir)
 	d, err := connectDriver(p)
@@ -48,10 +62,16 @@ func TestUpgradeInPlace(t *testing.T) {
 	}
 
 	dialer := startDialer(t, p.mqtt)
-	ctl := filepath.Join(dir, "locky-gateway-ctl") // runs the upgrade command whatever is installed
-	if err := os.Link(next, ctl); err != nil {
+	// A client that never finishes its request must not stop the upgrade.
+	slow, err := net.Dial("tcp", p.http)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer slow.Close()
+	if _, err := slow.Write([]byte("GET /status HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	ctl := filepath.Join(dir, "v2", "locky-gateway") // runs the upgrade command whatever is installed
 	if err := os.Rename(next, installed); err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +121,25 @@ func TestUpgradeInPlace(t *testing.T) {
 	}
 	if after := status(t, p.http); !after.StartedAt.Equal(st.StartedAt) || after.Version != "v2" || !after.Ready {
 		t.Errorf("after the refusal: %+v; want the same v2 start (%s), ready", after, st.StartedAt)
+	}
+
+	// A binary that passes its checks but cannot be started (here it makes
+	// itself not executable): the gateway starts its own binary again and
+	// the command says the upgrade was refused, with why.
+	vanishing := filepath.Join(dir, "vanishing")
+	script := "#!/bin/sh\ncase \"$1\" in --check-config) chmod -x \"$0\" ;; esac\nexit 0\n"
+	if err := os.WriteFile(vanishing, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(vanishing, installed); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = upgrade(t, ctl, p.http)
+	if code != 1 || !strings.Contains(stderr, "cannot start "+installed) {
+		t.Errorf("upgrade to a binary that cannot be started: exit %d, stderr %q; want 1, naming it", code, stderr)
+	}
+	if after := status(t, p.http); after.PID != st.PID || after.Version != "v2" || !after.Ready {
+		t.Errorf("after the failed exec: %+v; want v2 serving again in process %d", after, st.PID)
 	}
 	p.kill()
 	if got := checkInvariants(t, dataDir); got["R0"] != contract.StatusDelivered {
@@ -203,4 +242,27 @@ func connectOnce(addr string, ip net.IP) error {
 		return fmt.Errorf("CONNACK % x refused the connection from %s", connack, ip)
 	}
 	return nil
+}
+
+// TestUpgradeSignalsOnlyTheGateway: the PID to signal comes from whoever
+// answers at the address; a process that does not hold the listening socket
+// there is not signalled (SIGUSR2 would kill it).
+func TestUpgradeSignalsOnlyTheGateway(t *testing.T) {
+	bin := buildGateway(t)
+	victim := exec.Command("sleep", "300")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = victim.Process.Kill(); _ = victim.Wait() })
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		json.NewEncoder(w).Encode(gateway.Status{PID: victim.Process.Pid, Version: "v1", Ready: true})
+	}))
+	defer fake.Close()
+	code, _, stderr := upgrade(t, bin, strings.TrimPrefix(fake.URL, "http://"))
+	if code != 1 || !strings.Contains(stderr, "does not hold the socket") {
+		t.Errorf("upgrade against a fake status: exit %d, stderr %q; want 1, not signalled", code, stderr)
+	}
+	if err := victim.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the process the fake status named: %v; want it alive", err)
+	}
 }
