@@ -450,13 +450,10 @@ func allDelivered(status map[string]string, n int) bool {
 	return true
 }
 
-// TestUpgradeMidCycle stops a gateway with SIGTERM while a door is open for a
-// delivery, as an upgrade does, and starts a new binary on the same data dir:
-// the old one exits cleanly (exit 0) and the new one completes the delivery.
-func TestUpgradeMidCycle(t *testing.T) {
-	bin := buildGateway(t)
-	dataDir := t.TempDir()
-	p := startProcess(t, bin, dataDir)
+// openForDeposit creates reservation R0 on the gateway and enters its
+// deposit code: its door is open for the courier when it returns.
+func openForDeposit(t *testing.T, p *process) {
+	t.Helper()
 	d, err := connectDriver(p)
 	if err != nil {
 		t.Fatal(err)
@@ -470,6 +467,16 @@ func TestUpgradeMidCycle(t *testing.T) {
 	if err := d.wait(func() bool { return d.displays["up"] == contract.ResultOpened }); err != nil {
 		t.Fatalf("door did not open: %v", err)
 	}
+}
+
+// TestUpgradeMidCycle stops a gateway with SIGTERM while a door is open for a
+// delivery, as an upgrade does, and starts a new binary on the same data dir:
+// the old one exits cleanly (exit 0) and the new one completes the delivery.
+func TestUpgradeMidCycle(t *testing.T) {
+	bin := buildGateway(t)
+	dataDir := t.TempDir()
+	p := startProcess(t, bin, dataDir)
+	openForDeposit(t, p)
 	stopped := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -47,19 +47,7 @@ func TestUpgradeInPlace(t *testing.T) {
 	}
 	dataDir := t.TempDir()
 	p := startProcess(t, installed, dataDir)
-	d, err := connectDriver(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s, err := d.step(0, "", 0); err != nil || s != contract.StatusArriving {
-		t.Fatalf("create: %q %v", s, err)
-	}
-	if err := d.publish(contract.TopicScreenCode, contract.CodeRequest{Code: "100000", RequestID: "up"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.wait(func() bool { return d.displays["up"] == contract.ResultOpened }); err != nil {
-		t.Fatalf("door did not open: %v", err)
-	}
+	openForDeposit(t, p)
 
 	dialer := startDialer(t, p.mqtt)
 	// A client that never finishes its request must not stop the upgrade.
