@@ -192,6 +192,9 @@ func TestLocalFailureKeepsLink(t *testing.T) {
 	if want := []string{"m-1 ok", "m-2 ok", "m-3 ok", "m-4 ok"}; !slices.Equal(acks, want) {
 		t.Errorf("acks on the cloud %v; want %v", acks, want)
 	}
+	// The test's store records a commit once the store returns, which may
+	// be after the ack it committed reached the cloud.
+	waitUntil(t, "m-4 recorded as committed", func() bool { return len(fs.commits()) >= 4 })
 	if got, want := fs.commits(), []string{"m-1", "m-2", "m-3", "m-4"}; !slices.Equal(got, want) {
 		t.Errorf("committed %v; want each once, in order: %v", got, want)
 	}
