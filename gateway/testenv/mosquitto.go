@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -57,10 +58,9 @@ type Mosquitto struct {
 	conf    string
 	logPath string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // StartMosquitto runs /usr/sbin/mosquitto on a free 127.0.0.1 port with
@@ -79,13 +79,37 @@ func StartMosquitto(t testing.TB, opts ...MosquittoOption) *Mosquitto {
 	}
 	dir := t.TempDir()
 	m := &Mosquitto{t: t, dir: dir, conf: filepath.Join(dir, "mosquitto.conf"), logPath: filepath.Join(dir, "mosquitto.log")}
-	m.Port = FreePort(t)
-	m.Addr = "127.0.0.1:" + strconv.Itoa(m.Port)
+	t.Cleanup(func() {
+		m.Stop()
+		if t.Failed() {
+			if out, err := os.ReadFile(m.logPath); err == nil {
+				t.Logf("mosquitto log:\n%s", out)
+			}
+		}
+	})
+	// A free port can be taken by another test process between FreePort and
+	// the broker's bind: then another port.
+	for attempt := 1; ; attempt++ {
+		m.Port = FreePort(t)
+		m.Addr = "127.0.0.1:" + strconv.Itoa(m.Port)
+		if err := os.WriteFile(m.conf, mosquittoConf(m, cfg), 0o600); err != nil {
+			t.Fatalf("cannot write the mosquitto config: %s", err)
+		}
+		err := m.start()
+		if err == nil {
+			return m
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "Address already in use") {
+			t.Fatalf("mosquitto did not start: %s", err)
+		}
+	}
+}
 
+func mosquittoConf(m *Mosquitto, cfg mosquittoConfig) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "user root\n")
 	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", m.Port)
-	fmt.Fprintf(&b, "persistence true\npersistence_location %s/\n", dir)
+	fmt.Fprintf(&b, "persistence true\npersistence_location %s/\n", m.dir)
 	fmt.Fprintf(&b, "set_tcp_nodelay true\n")
 	fmt.Fprintf(&b, "max_queued_messages 0\n")
 	fmt.Fprintf(&b, "log_dest stderr\nlog_timestamp_format %%H:%%M:%%S\n")
@@ -100,19 +124,7 @@ func StartMosquitto(t testing.TB, opts ...MosquittoOption) *Mosquitto {
 	for _, l := range cfg.extra {
 		fmt.Fprintln(&b, l)
 	}
-	if err := os.WriteFile(m.conf, b.Bytes(), 0o600); err != nil {
-		t.Fatalf("cannot write the mosquitto config: %s", err)
-	}
-	t.Cleanup(func() {
-		m.Stop()
-		if t.Failed() {
-			if out, err := os.ReadFile(m.logPath); err == nil {
-				t.Logf("mosquitto log:\n%s", out)
-			}
-		}
-	})
-	m.Start()
-	return m
+	return b.Bytes()
 }
 
 // URL returns the broker's address as mqtt://127.0.0.1:port.
@@ -121,29 +133,38 @@ func (m *Mosquitto) URL() string { return "mqtt://" + m.Addr }
 // Start starts the broker if it is not running and waits until it listens.
 func (m *Mosquitto) Start() {
 	m.t.Helper()
+	if err := m.start(); err != nil {
+		m.t.Fatalf("mosquitto did not start: %s", err)
+	}
+}
+
+// start starts the broker and waits until it says it runs: something
+// answering on the port may be another process's socket.
+func (m *Mosquitto) start() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cmd != nil {
-		return
+		return nil
+	}
+	from := int64(0)
+	if fi, err := os.Stat(m.logPath); err == nil {
+		from = fi.Size() // this start's lines only
 	}
 	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		m.t.Fatalf("cannot open the mosquitto log: %s", err)
+		return fmt.Errorf("cannot open the mosquitto log: %w", err)
 	}
 	cmd := exec.Command(MosquittoPath, "-c", m.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
-		m.t.Fatalf("cannot start mosquitto: %s", err)
+		return fmt.Errorf("cannot start mosquitto: %w", err)
 	}
 	exited := make(chan struct{})
 	m.cmd, m.exited = cmd, exited
 	go func() {
-		err := cmd.Wait()
+		_ = cmd.Wait() // how it ended is in its log
 		_ = logf.Close()
-		m.mu.Lock()
-		m.waitErr = err
-		m.mu.Unlock()
 		close(exited)
 	}()
 	alive := func() error {
@@ -155,8 +176,36 @@ func (m *Mosquitto) Start() {
 			return nil
 		}
 	}
-	if err := WaitListening(m.Addr, startTimeout, alive); err != nil {
-		m.t.Fatalf("mosquitto did not start: %s", err)
+	err = WaitListening(m.Addr, startTimeout, alive)
+	if err == nil {
+		err = m.awaitRunning(from, exited)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill() // if it still runs
+		<-exited
+		m.cmd, m.exited = nil, nil
+	}
+	return err
+}
+
+// awaitRunning waits (bounded) for the log line that says the broker runs,
+// after from, or for its exit, which it returns with the log.
+func (m *Mosquitto) awaitRunning(from int64, exited <-chan struct{}) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		b, _ := os.ReadFile(m.logPath)
+		if int64(len(b)) > from && bytes.Contains(b[from:], []byte(" running")) {
+			return nil
+		}
+		select {
+		case <-exited:
+			b, _ = os.ReadFile(m.logPath) // all it wrote before it exited
+			return fmt.Errorf("mosquitto exited at start:\n%s", b[min(from, int64(len(b))):])
+		case <-time.After(10 * time.Millisecond): // polling the log file: nothing to await
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mosquitto did not say it runs within %s", startTimeout)
+		}
 	}
 }
 
