@@ -66,8 +66,8 @@ type Mosquitto struct {
 // StartMosquitto runs /usr/sbin/mosquitto on a free 127.0.0.1 port with
 // persistence on, TCP_NODELAY, no limit on the messages queued for a
 // persistent session, and anonymous access unless a password or ACL file is
-// given. The test is skipped when the broker is not installed (apt-get install
-// mosquitto). It is stopped by t.Cleanup; its log is shown if the test failed.
+// given. The test fails, naming the package, when the broker is not installed
+// (apt-get install mosquitto). It is stopped by t.Cleanup; its log is shown if the test failed.
 func StartMosquitto(t testing.TB, opts ...MosquittoOption) *Mosquitto {
 	t.Helper()
 	if _, err := os.Stat(MosquittoPath); err != nil {

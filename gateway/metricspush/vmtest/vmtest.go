@@ -45,9 +45,9 @@ type VM struct {
 	client *http.Client
 }
 
-// Start runs VictoriaMetrics scraping the targets (job "locky"). The test is
-// skipped when it is not installed (apt-get install victoria-metrics). Its log
-// is shown if the test failed.
+// Start runs VictoriaMetrics scraping the targets (job "locky"). The test
+// fails, naming the package to install, when it is not installed (apt-get
+// install victoria-metrics). Its log is shown if the test failed.
 func Start(t testing.TB, targets ...Target) *VM {
 	t.Helper()
 	if _, err := os.Stat(Path); err != nil {
