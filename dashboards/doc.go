@@ -5,4 +5,7 @@
 // The package has no code to import. Its tests check that the dashboards are
 // well formed, and that every panel's query parses and returns data from a
 // real VictoriaMetrics fed by a real gateway, both scraped and pushed.
+//
+// Its place in the layering: beside the code, not in it; nothing imports it,
+// and its tests run the gateway from the top (gateway/gatewaytest).
 package dashboards

@@ -1,5 +1,8 @@
 // Package docker holds the deployment files (images, compose, systemd, the
 // example configuration); its tests keep them in step with the code.
+//
+// Its place in the layering: beside the code, not in it; its tests build and
+// run the programs of gateway/cmd as a deployment would.
 package docker
 
 import (

@@ -1,6 +1,9 @@
 // Package gatewaytest runs a real gateway inside a test: a simulated locker on
 // free loopback ports with its own data dir, stopped as SIGTERM would stop it
 // when the test ends, and its database checked once it stopped.
+//
+// Its place in the layering: test support on top of the assembly (it imports
+// gateway); only tests import it, from any layer, to run the whole locker.
 package gatewaytest
 
 import (

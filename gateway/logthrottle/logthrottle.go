@@ -4,6 +4,9 @@
 // the window ends (at the next line logged after it) or at Flush. Whatever a
 // client makes a component log, about Burst lines per Window per kind of line
 // reach the disk.
+//
+// Its place in the layering: part of the assembly (gateway/), which hands the
+// throttled logger to every part; it imports nothing of the locker.
 package logthrottle
 
 import (

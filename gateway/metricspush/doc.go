@@ -10,4 +10,7 @@
 // sample: nothing is queued or retried, and the next push sends fresh values.
 // Counters lose nothing by it, since the next sample carries their total; the
 // graph only has a gap. Failures are counted and their log is rate-limited.
+//
+// Its place in the layering: part of the assembly (gateway/), which starts
+// it; it imports nothing of the locker.
 package metricspush

@@ -5,4 +5,7 @@
 //
 // Everything it starts is stopped by t.Cleanup. It waits for readiness by
 // polling a TCP connect with a deadline, never by sleeping a fixed time.
+//
+// Its place in the layering: test support below everything; it imports
+// nothing of the locker, so the tests of every layer may use it.
 package testenv

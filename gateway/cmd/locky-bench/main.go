@@ -24,6 +24,10 @@
 //	go run ./gateway/cmd/locky-bench upgrades -upgrades 20 -code-every 20ms
 //
 // Linux only: it reads /proc for memory and the CPU model.
+//
+// Its place in the layering: a program on top; it runs the gateway as its
+// own binary and the bridge and the store in process, and measures them from
+// outside.
 package main
 
 import (

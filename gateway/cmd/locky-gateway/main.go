@@ -1,6 +1,9 @@
 // Command locky-gateway runs one locker: the embedded MQTT broker, the store,
 // the workflow, the door driver and the bridge to the cloud. With no options
 // it runs a simulated dev locker on loopback (see --help).
+//
+// Its place in the layering: a program on top of the assembly (gateway); it
+// parses the command line and the signals and hands the rest to gateway.
 package main
 
 import (

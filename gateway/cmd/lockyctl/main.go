@@ -32,6 +32,10 @@
 // running locker (locky/down/audit, answered on lockers/{id}/up/audit) or
 // read from the database of a stopped gateway (or a copy); it exits 1 naming
 // the first record that is not what the locker wrote.
+//
+// Its place in the layering: a program on top; it shares the bridge's way of
+// reaching a cloud broker (bridge.Endpoint), the contract's payloads, and,
+// for a stopped locker, the store and the gateway's code key files.
 package main
 
 import (

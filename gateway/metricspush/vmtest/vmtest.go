@@ -2,6 +2,9 @@
 // /usr/bin/victoria-metrics) for tests: on a free loopback port, with a
 // temporary data dir, optionally scraping targets every second, and with
 // freshly written samples queryable at once. It is stopped by t.Cleanup.
+//
+// Its place in the layering: test support; it imports only testenv, and the
+// tests of metricspush, the gateway and the dashboards use it.
 package vmtest
 
 import (

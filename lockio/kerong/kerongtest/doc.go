@@ -15,4 +15,7 @@
 //
 // The pty pair needs socat (the apt package socat); StartSocat fails the
 // test, naming the package, when it is missing.
+//
+// Its place in the layering: test support beside the driver it emulates; it
+// imports nothing of the locker.
 package kerongtest

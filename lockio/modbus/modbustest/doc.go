@@ -19,4 +19,7 @@
 // It needs socat and a python3 with pymodbus and pyserial (the apt packages
 // socat, python3-pymodbus and python3-serial); StartBus fails the test,
 // naming the packages, when one is missing.
+//
+// Its place in the layering: test support beside the driver it serves a
+// board to; it imports nothing of the locker.
 package modbustest
