@@ -24,6 +24,7 @@ import (
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 )
 
 // waitFor bounds every wait for something to arrive.
@@ -37,19 +38,7 @@ func openStore(t testing.TB, path string, opts ...func(*store.Config)) *store.St
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s, err := store.Open(cfg)
-	if err != nil {
-		t.Fatalf("cannot open the store: %s", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the store: %s", err)
-		}
-		if err := store.CheckFile(path); err != nil {
-			t.Errorf("database check: %s", err)
-		}
-	})
-	return s
+	return storetest.Open(t, cfg)
 }
 
 func newStore(t testing.TB) *store.Store {

@@ -11,6 +11,7 @@ import (
 	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 	"github.com/locky-edge/locky/lockio/modbus"
 )
 
@@ -142,10 +143,7 @@ func TestCheckConfigNamesUnmappedDoors(t *testing.T) {
 	if w := unmapped(); len(w) != 0 {
 		t.Errorf("warnings for a new locker %q; want none", w)
 	}
-	s, err := store.Open(store.Config{Path: filepath.Join(cfg.DataDir, "locky.db"), CodeKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, store.Config{Path: filepath.Join(cfg.DataDir, "locky.db"), CodeKey: make([]byte, 32)})
 	for _, id := range []int{1, 2, 3} {
 		if _, err := s.UpsertDoor(time.Now(), fmt.Sprintf("d-%d", id), contract.Door{ID: id}); err != nil {
 			t.Fatal(err)

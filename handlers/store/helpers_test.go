@@ -15,6 +15,7 @@ import (
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 )
 
 const (
@@ -51,21 +52,10 @@ func openTestStore(t testing.TB, opts ...func(*store.Config)) *store.Store {
 // openStore opens a store at cfg.Path; the cleanup closes it and checks the file.
 func openStore(t testing.TB, cfg store.Config, skipFsync bool) *store.Store {
 	t.Helper()
-	s, err := store.Open(cfg)
-	if err != nil {
-		t.Fatalf("cannot open the store: %v", err)
-	}
+	s := storetest.Open(t, cfg)
 	if skipFsync {
 		store.SkipFsync(s)
 	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		if err := store.CheckFile(cfg.Path); err != nil {
-			t.Errorf("database check: %v", err)
-		}
-	})
 	return s
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 )
 
 // fullDisk is a real store whose commits fail with ENOSPC while full is set.
@@ -100,18 +101,7 @@ func acks(t *testing.T, st *store.Store) map[string]contract.Ack {
 func TestEveryMessageIsAckedOnAFullDisk(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "db")
-		st, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			if err := st.Close(); err != nil {
-				t.Errorf("closing the store: %v", err)
-			}
-			if err := store.CheckFile(path); err != nil {
-				t.Errorf("database check: %v", err)
-			}
-		}()
+		st := storetest.Open(t, store.Config{Path: path, CodeKey: make([]byte, 32)})
 		if _, err := st.EnsureDoors(2, "M"); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 )
 
 const testCodeKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -52,15 +53,7 @@ func TestHashCodeOpensTheLockersDoor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: key, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	s := storetest.Open(t, store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: key, Logger: testenv.Logger(t)})
 	if _, err := s.EnsureDoors(1, "M"); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -37,13 +38,9 @@ const waitLimit = 60 * time.Second
 func startLocker(t *testing.T, brokerURL, id string) *store.Store {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "db")
-	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeAndCheck(t, s, path) })
+	s := storetest.Open(t, store.Config{Path: path, CodeKey: make([]byte, 32), Logger: testenv.Logger(t)})
 	local := newLocalBroker(t)
-	err = local.Handle("locky/down/#", func(msg contract.Message) error {
+	err := local.Handle("locky/down/#", func(msg contract.Message) error {
 		var m struct {
 			MsgID string `json:"msg_id"`
 			Fail  bool   `json:"fail"`
@@ -75,17 +72,6 @@ func startLocker(t *testing.T, brokerURL, id string) *store.Store {
 	return s
 }
 
-// closeAndCheck closes a locker's store and checks its database file.
-func closeAndCheck(t *testing.T, s *store.Store, path string) {
-	t.Helper()
-	if err := s.Close(); err != nil {
-		t.Errorf("closing the store: %v", err)
-	}
-	if err := store.CheckFile(path); err != nil {
-		t.Errorf("database check: %v", err)
-	}
-}
-
 // newLocalBroker is a locker's broker, for a bridge under test.
 func newLocalBroker(t *testing.T) *broker.Broker {
 	t.Helper()
@@ -102,11 +88,7 @@ func newLocalBroker(t *testing.T) *broker.Broker {
 func startLockerThenStop(t *testing.T, brokerURL, id string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "db3")
-	s, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeAndCheck(t, s, path)
+	s := storetest.Open(t, store.Config{Path: path, CodeKey: make([]byte, 32)})
 	b, err := bridge.New(bridge.Config{LockerID: id, URL: brokerURL, Outbox: s, Local: newLocalBroker(t), Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
