@@ -5,29 +5,29 @@ import (
 	"github.com/locky-edge/locky/handlers/store"
 )
 
-// webStore shows the store to the pages in the contract's types (web.Store),
-// without the codes' hashes: the pages never need them.
+// webStore shows the store to the pages (web.Store): reservations as the
+// locker reports them, without the codes' hashes, which the pages never need.
 type webStore struct{ s *store.Store }
 
 func (w webStore) Doors() ([]contract.Door, error) { return w.s.Doors() }
 
-func (w webStore) ActiveReservation(door int) (*contract.Reservation, error) {
+func (w webStore) ActiveReservation(door int) (*contract.ReservationState, error) {
 	r, err := w.s.ActiveReservation(door)
 	if r == nil || err != nil {
 		return nil, err
 	}
-	c := summary(*r)
-	return &c, nil
+	st := r.State()
+	return &st, nil
 }
 
-func (w webStore) Reservations() ([]contract.Reservation, error) {
+func (w webStore) Reservations() ([]contract.ReservationState, error) {
 	all, err := w.s.Reservations()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]contract.Reservation, len(all))
+	out := make([]contract.ReservationState, len(all))
 	for i, r := range all {
-		out[i] = summary(r)
+		out[i] = r.State()
 	}
 	return out, nil
 }
@@ -35,14 +35,4 @@ func (w webStore) Reservations() ([]contract.Reservation, error) {
 func (w webStore) OutboxDepth() (int, error) {
 	st, err := w.s.OutboxStats()
 	return st.Depth, err
-}
-
-// summary is r without its codes.
-func summary(r store.Reservation) contract.Reservation {
-	c := contract.Reservation{ID: r.ID, Version: r.Version, Door: r.Door, Partner: r.Partner, User: r.User, Status: r.Status}
-	if !r.ExpiresAt.IsZero() {
-		t := r.ExpiresAt
-		c.ExpiresAt = &t
-	}
-	return c
 }

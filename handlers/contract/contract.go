@@ -179,6 +179,21 @@ type Ack struct {
 	Error string `json:"error,omitempty"`
 }
 
+// ReservationState is a reservation as the locker reports it: in the
+// snapshot on locky/up/snapshot, and to its own pages. It carries no codes
+// and no hashes; UsedAt says when each code kind was first used.
+type ReservationState struct {
+	ID        string               `json:"id"`
+	Version   uint64               `json:"version"`
+	Door      int                  `json:"door"`
+	Partner   string               `json:"partner,omitempty"`
+	User      string               `json:"user,omitempty"`
+	Status    string               `json:"status"`
+	ExpiresAt time.Time            `json:"expires_at,omitzero"`
+	UsedAt    map[string]time.Time `json:"used_at,omitempty"`
+	UpdatedAt time.Time            `json:"updated_at"`
+}
+
 // Code kinds.
 const (
 	KindDeposit = "deposit"

@@ -147,36 +147,23 @@ func (s *Store) DeleteUser(now time.Time, msgID, id string) ([]Message, error) {
 	})
 }
 
-// SnapshotReservation is a reservation in a snapshot: no code hashes.
-type SnapshotReservation struct {
-	ID        string               `json:"id"`
-	Version   uint64               `json:"version"`
-	Door      int                  `json:"door"`
-	Partner   string               `json:"partner,omitempty"`
-	User      string               `json:"user,omitempty"`
-	Status    string               `json:"status"`
-	ExpiresAt time.Time            `json:"expires_at,omitzero"`
-	UsedAt    map[string]time.Time `json:"used_at,omitempty"`
-	UpdatedAt time.Time            `json:"updated_at"`
-}
-
 // Snapshot is the full state, sent on locky/up/snapshot in answer to locky/down/sync.
 type Snapshot struct {
-	MsgID        string                `json:"msg_id"`
-	At           time.Time             `json:"at"`
-	LastEventID  string                `json:"last_event_id"`
-	Doors        []contract.Door       `json:"doors"`
-	Partners     []contract.Partner    `json:"partners"`
-	Users        []contract.User       `json:"users"`
-	Reservations []SnapshotReservation `json:"reservations"`
-	OpenDoors    []Cycle               `json:"open_doors"`
+	MsgID        string                      `json:"msg_id"`
+	At           time.Time                   `json:"at"`
+	LastEventID  string                      `json:"last_event_id"`
+	Doors        []contract.Door             `json:"doors"`
+	Partners     []contract.Partner          `json:"partners"`
+	Users        []contract.User             `json:"users"`
+	Reservations []contract.ReservationState `json:"reservations"`
+	OpenDoors    []Cycle                     `json:"open_doors"`
 }
 
 // Snapshot commits the full state as one upstream message, and the ack.
 func (s *Store) Snapshot(now time.Time, msgID string) ([]Message, error) {
 	return s.write(now, func(tx *bolt.Tx, o *Outbox) error {
 		snap := Snapshot{MsgID: msgID, At: now.UTC(), Doors: []contract.Door{}, Partners: []contract.Partner{},
-			Users: []contract.User{}, Reservations: []SnapshotReservation{}, OpenDoors: []Cycle{}}
+			Users: []contract.User{}, Reservations: []contract.ReservationState{}, OpenDoors: []Cycle{}}
 		ds, err := doors(tx)
 		if err != nil {
 			return err
@@ -192,17 +179,7 @@ func (s *Store) Snapshot(now time.Time, msgID string) ([]Message, error) {
 			return err
 		}
 		err = forEachJSON(tx.Bucket(bucketReservations), func(r Reservation) {
-			sr := SnapshotReservation{ID: r.ID, Version: r.Version, Door: r.Door, Partner: r.Partner, User: r.User,
-				Status: r.Status, ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt}
-			for k, c := range r.Codes {
-				if !c.UsedAt.IsZero() {
-					if sr.UsedAt == nil {
-						sr.UsedAt = map[string]time.Time{}
-					}
-					sr.UsedAt[k] = c.UsedAt
-				}
-			}
-			snap.Reservations = append(snap.Reservations, sr)
+			snap.Reservations = append(snap.Reservations, r.State())
 		})
 		if err != nil {
 			return err

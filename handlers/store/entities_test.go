@@ -171,7 +171,7 @@ func TestSnapshot(t *testing.T) {
 	if snap.LastEventID <= store.EventID(closeMsgs[0].Seq) {
 		t.Fatalf("last_event_id %q; want it above the last event %q", snap.LastEventID, store.EventID(closeMsgs[0].Seq))
 	}
-	want := []store.SnapshotReservation{
+	want := []contract.ReservationState{
 		{ID: "R1", Version: 1, Door: 2, Partner: "acme", User: "system", Status: contract.StatusStored, ExpiresAt: exp,
 			UsedAt: map[string]time.Time{"deposit": storedAt}, UpdatedAt: storedAt},
 		{ID: "R2", Version: 1, Door: 1, Status: contract.StatusArriving, UpdatedAt: t0()},

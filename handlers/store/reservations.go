@@ -34,6 +34,21 @@ type Reservation struct {
 	UpdatedAt time.Time        `json:"updated_at"`
 }
 
+// State is r as the locker reports it (snapshot, pages): without its codes.
+func (r *Reservation) State() contract.ReservationState {
+	st := contract.ReservationState{ID: r.ID, Version: r.Version, Door: r.Door, Partner: r.Partner, User: r.User,
+		Status: r.Status, ExpiresAt: r.ExpiresAt, UpdatedAt: r.UpdatedAt}
+	for kind, c := range r.Codes {
+		if !c.UsedAt.IsZero() {
+			if st.UsedAt == nil {
+				st.UsedAt = map[string]time.Time{}
+			}
+			st.UsedAt[kind] = c.UsedAt
+		}
+	}
+	return st
+}
+
 // Active reports whether the reservation holds its door (arriving or stored).
 func (r *Reservation) Active() bool {
 	return r.Status == contract.StatusArriving || r.Status == contract.StatusStored

@@ -32,8 +32,8 @@ type Store interface {
 	Doors() ([]contract.Door, error)
 	// ActiveReservation is the reservation that holds door (arriving or
 	// stored), nil when none does.
-	ActiveReservation(door int) (*contract.Reservation, error)
-	Reservations() ([]contract.Reservation, error)
+	ActiveReservation(door int) (*contract.ReservationState, error)
+	Reservations() ([]contract.ReservationState, error)
 	OutboxDepth() (int, error) // messages waiting for the cloud
 }
 

@@ -24,11 +24,11 @@ import (
 type fakeStore struct {
 	mu           sync.Mutex
 	doors        []contract.Door
-	reservations map[int]*contract.Reservation // by door
+	reservations map[int]*contract.ReservationState // by door
 }
 
 func newFakeStore(n int) *fakeStore {
-	s := &fakeStore{reservations: map[int]*contract.Reservation{}}
+	s := &fakeStore{reservations: map[int]*contract.ReservationState{}}
 	for i := 1; i <= n; i++ {
 		s.doors = append(s.doors, contract.Door{ID: i, Size: "M"})
 	}
@@ -37,16 +37,16 @@ func newFakeStore(n int) *fakeStore {
 
 func (s *fakeStore) Doors() ([]contract.Door, error) { return s.doors, nil }
 
-func (s *fakeStore) ActiveReservation(door int) (*contract.Reservation, error) {
+func (s *fakeStore) ActiveReservation(door int) (*contract.ReservationState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.reservations[door], nil
 }
 
-func (s *fakeStore) Reservations() ([]contract.Reservation, error) {
+func (s *fakeStore) Reservations() ([]contract.ReservationState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []contract.Reservation
+	var out []contract.ReservationState
 	for _, r := range s.reservations {
 		out = append(out, *r)
 	}
@@ -362,10 +362,10 @@ func TestTestReservation(t *testing.T) {
 
 func TestCleanupDeletesOnlyTestReservationsWithoutAParcel(t *testing.T) {
 	st := newFakeStore(4)
-	st.reservations[1] = &contract.Reservation{ID: web.TestPrefix + "A", Door: 1, Status: contract.StatusArriving}
-	st.reservations[2] = &contract.Reservation{ID: web.TestPrefix + "B", Door: 2, Status: contract.StatusStored}
-	st.reservations[3] = &contract.Reservation{ID: "R12", Door: 3, Status: contract.StatusArriving}
-	st.reservations[4] = &contract.Reservation{ID: web.TestPrefix + "C", Door: 4, Status: contract.StatusDelivered}
+	st.reservations[1] = &contract.ReservationState{ID: web.TestPrefix + "A", Door: 1, Status: contract.StatusArriving}
+	st.reservations[2] = &contract.ReservationState{ID: web.TestPrefix + "B", Door: 2, Status: contract.StatusStored}
+	st.reservations[3] = &contract.ReservationState{ID: "R12", Door: 3, Status: contract.StatusArriving}
+	st.reservations[4] = &contract.ReservationState{ID: web.TestPrefix + "C", Door: 4, Status: contract.StatusDelivered}
 	b := newFakeBroker()
 	b.refuse = func(m contract.DownMessage) string {
 		if m.Reservation.ID == web.TestPrefix+"C" {
@@ -465,7 +465,7 @@ func TestEventsFollowTheBroker(t *testing.T) {
 	s.next(func(st web.State) bool { return st.Doors[2].State == contract.DoorOpen })
 
 	st.mu.Lock()
-	st.reservations[3] = &contract.Reservation{ID: "R12", Door: 3, Status: contract.StatusStored}
+	st.reservations[3] = &contract.ReservationState{ID: "R12", Door: 3, Status: contract.StatusStored}
 	st.mu.Unlock()
 	b.deliver(contract.TopicEvents, contract.Event{EventID: "0000000000000007", Type: contract.EventStored, Reservation: "R12", Door: 3})
 	got := s.next(func(st web.State) bool { return st.LastEvent != nil })
