@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
 )
@@ -22,7 +22,7 @@ import (
 // that the locker says it is degraded, answers a downstream message, and once
 // space is back completes the closing by itself: the door never reports again.
 func TestFullDiskClosingCommitsOnceSpaceReturns(t *testing.T) {
-	dir := mountTmpfs(t, "2m")
+	dir := testenv.SmallDisk(t, "2m")
 	cfg := testConfig(t)
 	cfg.DataDir = dir
 	g := startGateway(t, cfg)
@@ -32,7 +32,7 @@ func TestFullDiskClosingCommitsOnceSpaceReturns(t *testing.T) {
 	cl.Display("r1", contract.ResultOpened)
 
 	filler := filepath.Join(dir, "filler")
-	fillDisk(t, filler)
+	testenv.FillDisk(t, filler)
 	// bbolt reuses the pages that earlier commits freed, which need no new
 	// space: commit until one fails, so that none is left for the closing.
 	for i := 0; ; i++ {
@@ -99,46 +99,6 @@ func TestFullDiskClosingCommitsOnceSpaceReturns(t *testing.T) {
 
 	g.Stop(t)
 	checkDatabase(t, filepath.Join(dir, "locky.db"))
-}
-
-// mountTmpfs mounts a tmpfs of the given size on a fresh directory and
-// unmounts it when the test ends (after the gateway stopped: cleanups run
-// last registered first).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("cannot mount a %s tmpfs on %s: this test needs root (or CAP_SYS_ADMIN) to give the gateway a disk it can fill: %v: %s",
-			size, dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes path until its filesystem has no space left.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !store.IsNoSpace(err) {
-				t.Fatalf("filling the disk: %v; want ENOSPC in the end", err)
-			}
-			return
-		}
-	}
 }
 
 // awaitReadyz polls /readyz until ok accepts its answer, within waitLimit.

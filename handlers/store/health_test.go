@@ -4,56 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
 )
 
-// mountTmpfs mounts a tmpfs of size on a fresh directory, unmounted when the
-// test ends (after the store's own cleanup, registered later).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("cannot mount a %s tmpfs on %s: this test needs root (or CAP_SYS_ADMIN) to fill a disk: %v: %s", size, dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !store.IsNoSpace(err) {
-				t.Fatalf("filling the disk: %v; want ENOSPC in the end", err)
-			}
-			return
-		}
-	}
-}
-
 func TestAFullDiskDegradesTheStoreUntilItCommitsAgain(t *testing.T) {
-	dir := mountTmpfs(t, "1m")
+	dir := testenv.SmallDisk(t, "1m")
 	set := metrics.NewSet()
 	cfg := testConfig(t)
 	cfg.Path, cfg.Metrics = filepath.Join(dir, "locky.db"), set
@@ -61,7 +24,7 @@ func TestAFullDiskDegradesTheStoreUntilItCommitsAgain(t *testing.T) {
 	if _, err := s.Ack(t0(), "m-0", nil); err != nil {
 		t.Fatal(err)
 	}
-	fill(t, filepath.Join(dir, "filler"))
+	testenv.FillDisk(t, filepath.Join(dir, "filler"))
 	var failed error
 	for i := 0; failed == nil; i++ {
 		if i == 100000 {
