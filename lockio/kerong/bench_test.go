@@ -1,23 +1,19 @@
 package kerong_test
 
 import (
-	"bufio"
-	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/drivertest"
 	"github.com/locky-edge/locky/lockio/kerong"
 	"github.com/locky-edge/locky/lockio/kerong/kerongtest"
 )
@@ -72,12 +68,6 @@ const (
 	benchIdleTime = 5 * time.Second        // the idle CPU measure
 )
 
-type stateAt struct {
-	door int
-	st   contract.DoorState
-	at   time.Time
-}
-
 func benchOpen(b *testing.B, baud, boards, channels int) {
 	socat := kerongtest.StartSocat(b, b.TempDir())
 	emuBoards := map[byte]int{}
@@ -111,8 +101,7 @@ func benchOpen(b *testing.B, baud, boards, channels int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	events := make(chan stateAt, 4096)
-	bank.Watch(func(door int, st contract.DoorState) { events <- stateAt{door, st, time.Now()} })
+	reports := drivertest.Record(b, bank, kerongtest.WaitLimit)
 	if err := bank.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -122,41 +111,17 @@ func benchOpen(b *testing.B, baud, boards, channels int) {
 		}
 	})
 
-	state := map[int]string{}
-	// await reads the reports until door is in state, and returns when the
-	// driver reported it.
-	await := func(door int, want string) time.Time {
-		b.Helper()
-		deadline := time.After(kerongtest.WaitLimit)
-		for {
-			select {
-			case e := <-events:
-				state[e.door] = e.st.State
-				if e.door == door && e.st.State == want {
-					return e.at
-				}
-			case <-deadline:
-				b.Fatalf("door %d: not %s within %s (last %q)", door, want, kerongtest.WaitLimit, state[door])
-			}
-		}
-	}
-	for n := range doors {
-		if state[n] != contract.DoorClosed {
-			await(n, contract.DoorClosed)
-		}
-	}
+	all := slices.Collect(maps.Keys(doors))
+	reports.Settle(contract.DoorClosed, all...)
 
-	cycle := set.GetOrCreateHistogram(fmt.Sprintf(`locky_kerong_poll_cycle_seconds{bus=%q}`, socat.A))
-	cycle.Reset()
+	set.GetOrCreateHistogram(fmt.Sprintf(`locky_kerong_poll_cycle_seconds{bus=%q}`, socat.A)).Reset()
 	var pulse, open []time.Duration
 	n := 0
 	for b.Loop() {
 		// Round robin over every door: each is shut behind its opening
 		// and read shut again by the time its turn comes back.
 		n = n%len(doors) + 1
-		for state[n] != contract.DoorClosed {
-			await(n, contract.DoorClosed)
-		}
+		reports.Settle(contract.DoorClosed, n)
 		time.Sleep(rand.N(benchPoll)) // a random phase of the poll interval
 		start := time.Now()
 		if err := bank.Open(n); err != nil {
@@ -164,16 +129,13 @@ func benchOpen(b *testing.B, baud, boards, channels int) {
 		}
 		emu.AwaitUnlock(b, locks[n].board, locks[n].ch)
 		pulse = append(pulse, time.Since(start))
-		open = append(open, await(n, contract.DoorOpen).Sub(start))
+		open = append(open, reports.Await(n, contract.DoorOpen).Sub(start))
 		emu.SetOpen(locks[n].board, locks[n].ch, false)
 	}
 
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(quantile(pulse, 0.5)), "pulse-p50-ms")
-	b.ReportMetric(ms(quantile(pulse, 0.99)), "pulse-p99-ms")
-	b.ReportMetric(ms(quantile(open, 0.5)), "open-p50-ms")
-	b.ReportMetric(ms(quantile(open, 0.99)), "open-p99-ms")
-	p50, p99, mean := histogramFigures(b, set, cycle, socat.A)
+	drivertest.ReportQuantiles(b, "pulse", pulse)
+	drivertest.ReportQuantiles(b, "open", open)
+	p50, p99, mean := drivertest.Histogram(b, set, "locky_kerong_poll_cycle_seconds", socat.A)
 	b.ReportMetric(p50*1e3, "cycle-p50-ms")
 	b.ReportMetric(p99*1e3, "cycle-p99-ms")
 	b.ReportMetric(mean*1e3, "cycle-mean-ms")
@@ -186,84 +148,6 @@ func benchOpen(b *testing.B, baud, boards, channels int) {
 	b.ReportMetric(float64(boards*query)*byteTime, "wire-cycle-ms")
 
 	// Idle: every door shut and read so, no opening for benchIdleTime.
-	for d := range doors {
-		for state[d] != contract.DoorClosed {
-			await(d, contract.DoorClosed)
-		}
-	}
-	cpu0, wall0 := cpuTime(b), time.Now()
-	time.Sleep(benchIdleTime)
-	b.ReportMetric((cpuTime(b)-cpu0).Seconds()/time.Since(wall0).Seconds(), "idle-cpu-s/s")
-}
-
-// quantile returns the q quantile of ds (nearest rank).
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*q+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
-
-// histogramFigures returns the p50 and p99 of h (the upper bounds of the
-// vmrange buckets they fall in) and its mean, from _sum and _count in the
-// set's text, in seconds.
-func histogramFigures(b *testing.B, set *metrics.Set, h *metrics.Histogram, bus string) (p50, p99, mean float64) {
-	b.Helper()
-	type bucket struct {
-		upper float64
-		n     uint64
-	}
-	var bs []bucket
-	var total uint64
-	h.VisitNonZeroBuckets(func(vmrange string, n uint64) {
-		_, hi, _ := strings.Cut(vmrange, "...")
-		upper, err := strconv.ParseFloat(hi, 64)
-		if err != nil {
-			b.Fatalf("vmrange %q: %v", vmrange, err)
-		}
-		bs = append(bs, bucket{upper, n})
-		total += n
-	})
-	slices.SortFunc(bs, func(x, y bucket) int { return cmp.Compare(x.upper, y.upper) })
-	at := func(q float64) float64 {
-		var seen uint64
-		for _, x := range bs {
-			seen += x.n
-			if float64(seen) >= q*float64(total) {
-				return x.upper
-			}
-		}
-		return 0
-	}
-	var text bytes.Buffer
-	set.WritePrometheus(&text)
-	var sum, count float64
-	sc := bufio.NewScanner(&text)
-	for sc.Scan() {
-		name, val, _ := strings.Cut(sc.Text(), " ")
-		v, _ := strconv.ParseFloat(val, 64)
-		switch name {
-		case fmt.Sprintf(`locky_kerong_poll_cycle_seconds_sum{bus=%q}`, bus):
-			sum = v
-		case fmt.Sprintf(`locky_kerong_poll_cycle_seconds_count{bus=%q}`, bus):
-			count = v
-		}
-	}
-	if count == 0 {
-		b.Fatalf("no poll cycle counted on %s", bus)
-	}
-	return at(0.5), at(0.99), sum / count
-}
-
-// cpuTime is the user and system CPU time of the process so far.
-func cpuTime(b *testing.B) time.Duration {
-	b.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	reports.Settle(contract.DoorClosed, all...)
+	drivertest.IdleCPU(b, benchIdleTime)
 }

@@ -1,23 +1,21 @@
 package modbus_test
 
 import (
-	"bufio"
-	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/locky-edge/locky/handlers/contract"
+	"github.com/locky-edge/locky/lockio/drivertest"
 	"github.com/locky-edge/locky/lockio/modbus"
 	"github.com/locky-edge/locky/lockio/modbus/modbustest"
 )
@@ -90,12 +88,6 @@ const (
 	benchPerUnit  = 8                      // modbustest's board: 8 coils, 8 inputs a unit
 )
 
-type stateAt struct {
-	door int
-	st   contract.DoorState
-	at   time.Time
-}
-
 // benchDoor is a door's place on the board and its board lines.
 type benchDoor struct {
 	unit, addr       int
@@ -137,8 +129,7 @@ func benchOpen(b *testing.B, baud, count int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	events := make(chan stateAt, 4096)
-	bank.Watch(func(door int, st contract.DoorState) { events <- stateAt{door, st, time.Now()} })
+	reports := drivertest.Record(b, bank, modbustest.WaitLimit)
 	if err := bank.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -148,32 +139,10 @@ func benchOpen(b *testing.B, baud, count int) {
 		}
 	})
 
-	state := map[int]string{}
-	// await reads the reports until door is in state, and returns when the
-	// driver reported it.
-	await := func(door int, want string) time.Time {
-		b.Helper()
-		deadline := time.After(modbustest.WaitLimit)
-		for {
-			select {
-			case e := <-events:
-				state[e.door] = e.st.State
-				if e.door == door && e.st.State == want {
-					return e.at
-				}
-			case <-deadline:
-				b.Fatalf("door %d: not %s within %s (last %q)", door, want, modbustest.WaitLimit, state[door])
-			}
-		}
-	}
-	for n := range places {
-		if state[n] != contract.DoorClosed {
-			await(n, contract.DoorClosed)
-		}
-	}
+	all := slices.Collect(maps.Keys(places))
+	reports.Settle(contract.DoorClosed, all...)
 
-	cycle := set.GetOrCreateHistogram(fmt.Sprintf(`locky_modbus_poll_cycle_seconds{bus=%q}`, bus.Device))
-	cycle.Reset()
+	set.GetOrCreateHistogram(fmt.Sprintf(`locky_modbus_poll_cycle_seconds{bus=%q}`, bus.Device)).Reset()
 	errors0 := busErrors(set, bus.Device)
 	var pulse, open []time.Duration
 	n := 0
@@ -182,9 +151,7 @@ func benchOpen(b *testing.B, baud, count int) {
 		// and read shut again by the time its turn comes back.
 		n = n%count + 1
 		d := places[n]
-		for state[n] != contract.DoorClosed {
-			await(n, contract.DoorClosed)
-		}
+		reports.Settle(contract.DoorClosed, n)
 		time.Sleep(rand.N(benchPoll)) // a random phase of the poll interval
 		start := time.Now()
 		if err := bank.Open(n); err != nil {
@@ -193,17 +160,14 @@ func benchOpen(b *testing.B, baud, count int) {
 		bus.AwaitCoil(d.coilOn)
 		pulse = append(pulse, time.Since(start))
 		bus.Do(d.setOpen) // the door opens with its lock
-		open = append(open, await(n, contract.DoorOpen).Sub(start))
+		open = append(open, reports.Await(n, contract.DoorOpen).Sub(start))
 		bus.Do(d.setShut)
 		bus.AwaitCoil(d.coilOff) // before the next coil-on, in order
 	}
 
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(quantile(pulse, 0.5)), "pulse-p50-ms")
-	b.ReportMetric(ms(quantile(pulse, 0.99)), "pulse-p99-ms")
-	b.ReportMetric(ms(quantile(open, 0.5)), "open-p50-ms")
-	b.ReportMetric(ms(quantile(open, 0.99)), "open-p99-ms")
-	p50, p99, mean := histogramFigures(b, set, cycle, bus.Device)
+	drivertest.ReportQuantiles(b, "pulse", pulse)
+	drivertest.ReportQuantiles(b, "open", open)
+	p50, p99, mean := drivertest.Histogram(b, set, "locky_modbus_poll_cycle_seconds", bus.Device)
 	b.ReportMetric(p50*1e3, "cycle-p50-ms")
 	b.ReportMetric(p99*1e3, "cycle-p99-ms")
 	b.ReportMetric(mean*1e3, "cycle-mean-ms")
@@ -230,100 +194,18 @@ func benchOpen(b *testing.B, baud, count int) {
 	b.ReportMetric(wireCycle, "wire-cycle-ms")
 
 	// Idle: every door shut and read so, no opening for benchIdleTime.
-	for d := range places {
-		for state[d] != contract.DoorClosed {
-			await(d, contract.DoorClosed)
-		}
-	}
-	cpu0, wall0 := cpuTime(b), time.Now()
-	time.Sleep(benchIdleTime)
-	b.ReportMetric((cpuTime(b)-cpu0).Seconds()/time.Since(wall0).Seconds(), "idle-cpu-s/s")
-}
-
-// quantile returns the q quantile of ds (nearest rank).
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*q+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
-
-// promValues returns the set's samples by name (labels included).
-func promValues(set *metrics.Set) map[string]float64 {
-	var text bytes.Buffer
-	set.WritePrometheus(&text)
-	values := map[string]float64{}
-	sc := bufio.NewScanner(&text)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if v, err := strconv.ParseFloat(val, 64); ok && err == nil {
-			values[name] = v
-		}
-	}
-	return values
+	reports.Settle(contract.DoorClosed, all...)
+	drivertest.IdleCPU(b, benchIdleTime)
 }
 
 // busErrors is the sum of the bus's locky_modbus_errors_total, every kind.
 func busErrors(set *metrics.Set, bus string) float64 {
 	prefix := fmt.Sprintf(`locky_modbus_errors_total{bus=%q,`, bus)
 	var sum float64
-	for name, v := range promValues(set) {
+	for name, v := range drivertest.Values(set) {
 		if strings.HasPrefix(name, prefix) {
 			sum += v
 		}
 	}
 	return sum
-}
-
-// histogramFigures returns the p50 and p99 of h (the upper bounds of the
-// vmrange buckets they fall in) and its mean, from _sum and _count in the
-// set's text, in seconds.
-func histogramFigures(b *testing.B, set *metrics.Set, h *metrics.Histogram, bus string) (p50, p99, mean float64) {
-	b.Helper()
-	type bucket struct {
-		upper float64
-		n     uint64
-	}
-	var bs []bucket
-	var total uint64
-	h.VisitNonZeroBuckets(func(vmrange string, n uint64) {
-		_, hi, _ := strings.Cut(vmrange, "...")
-		upper, err := strconv.ParseFloat(hi, 64)
-		if err != nil {
-			b.Fatalf("vmrange %q: %v", vmrange, err)
-		}
-		bs = append(bs, bucket{upper, n})
-		total += n
-	})
-	slices.SortFunc(bs, func(x, y bucket) int { return cmp.Compare(x.upper, y.upper) })
-	at := func(q float64) float64 {
-		var seen uint64
-		for _, x := range bs {
-			seen += x.n
-			if float64(seen) >= q*float64(total) {
-				return x.upper
-			}
-		}
-		return 0
-	}
-	values := promValues(set)
-	sum := values[fmt.Sprintf(`locky_modbus_poll_cycle_seconds_sum{bus=%q}`, bus)]
-	count := values[fmt.Sprintf(`locky_modbus_poll_cycle_seconds_count{bus=%q}`, bus)]
-	if count == 0 {
-		b.Fatalf("no poll cycle counted on %s", bus)
-	}
-	return at(0.5), at(0.99), sum / count
-}
-
-// cpuTime is the user and system CPU time of the process so far.
-func cpuTime(b *testing.B) time.Duration {
-	b.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
