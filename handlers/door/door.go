@@ -78,6 +78,11 @@ func (h *Handler) Start(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case door := <-h.queue:
+				// select picks at random among ready cases: a command
+				// taken after the stop stays unsent, as Close says.
+				if ctx.Err() != nil {
+					return
+				}
 				if err := h.cfg.Driver.Open(door); err != nil {
 					h.log.Warn("door driver refused an open command", "door", door, "err", err)
 				}
@@ -87,8 +92,9 @@ func (h *Handler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the driver goroutine and waits for it; commands that arrive
-// afterwards wait in the queue, unsent. It is safe to call more than once.
+// Close stops the driver goroutine and waits for it; commands still queued,
+// and those that arrive afterwards, stay unsent. It is safe to call more
+// than once.
 func (h *Handler) Close() error {
 	h.mu.Lock()
 	if h.cancel != nil {

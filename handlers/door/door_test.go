@@ -1,6 +1,7 @@
 package door_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -216,4 +217,53 @@ func TestNewRefusesAMissingPart(t *testing.T) {
 	f(door.Config{Broker: b})
 	f(door.Config{Driver: bank})
 	f(door.Config{})
+}
+
+// gatedBank is the simulated bank whose Open waits, once it has said which
+// door it is opening, until release is closed: a lock board busy with one
+// door while more commands queue.
+type gatedBank struct {
+	*simdoors.Bank
+	opening chan int
+	release chan struct{}
+}
+
+func (g *gatedBank) Open(d int) error {
+	g.opening <- d
+	<-g.release
+	return g.Bank.Open(d)
+}
+
+// TestNoQueuedCommandReachesTheDriverAfterTheStop: once the handler's
+// context has ended, the commands still queued behind the one the driver is
+// busy with open no door. The handler is stopped while its goroutine is in
+// the driver, so that when it comes back both its stop and its next command
+// are ready; the rounds make a coin toss between them fail the test.
+func TestNoQueuedCommandReachesTheDriverAfterTheStop(t *testing.T) {
+	for round := range 32 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			b := startBroker(t)
+			bank := &gatedBank{Bank: newBank(t, 4), opening: make(chan int, 4), release: make(chan struct{})}
+			ctx, stop := context.WithCancel(t.Context())
+			h, err := door.New(door.Config{Driver: bank, Broker: b, Logger: testenv.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range []int{1, 2, 3} { // taken in order; 2 and 3 queue
+				if err := b.Publish(contract.DoorCommandTopic(d), openCommand(t), false, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d := <-bank.opening; d != 1 {
+				t.Fatalf("the driver opens door %d first; want 1", d)
+			}
+			stop()
+			close(bank.release)
+			closeWithin(t, h)
+			checkOnlyOpen(t, bank.Bank, 1)
+		})
+	}
 }
