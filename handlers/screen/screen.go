@@ -60,8 +60,15 @@ func (h *Handler) display(m contract.Message) {
 // Submit enters a code as the touchscreen would and waits for the locker's
 // answer: first the immediate one (opened comes when the door reports open).
 func (h *Handler) Submit(ctx context.Context, code string) (contract.Display, error) {
+	if err := ctx.Err(); err != nil {
+		// The caller gave up: a code published now could open a door for
+		// nobody who waits for its answer.
+		return contract.Display{}, fmt.Errorf("screen: code not sent, the request ended first: %w", err)
+	}
 	var id [8]byte
-	_, _ = rand.Read(id[:])
+	if _, err := rand.Read(id[:]); err != nil {
+		return contract.Display{}, fmt.Errorf("screen: cannot make a request id: %w", err)
+	}
 	req := contract.CodeRequest{Code: code, RequestID: "kiosk-" + hex.EncodeToString(id[:])}
 	payload, err := json.Marshal(req)
 	if err != nil {

@@ -153,6 +153,31 @@ func TestSubmitWithoutAnAnswerEndsWithItsContext(t *testing.T) {
 	}
 }
 
+// TestSubmitAfterItsContextEndedSendsNothing: a code whose request already
+// ended is not published, so that no door opens for nobody waiting.
+func TestSubmitAfterItsContextEndedSendsNothing(t *testing.T) {
+	r := newRig(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := r.h.Submit(ctx, "111111"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Submit with an ended context: %v; want an error wrapping %v", err, context.Canceled)
+	}
+	// The next code goes out on the same path after it: once it is here,
+	// the first would be here too had it been sent.
+	next := r.submit(t.Context(), "222222")
+	req := r.request(t, "222222")
+	for _, m := range r.ctl.Received() {
+		if strings.Contains(string(m.Payload), "111111") {
+			t.Fatalf("the code of the ended request was published: %s", m.Payload)
+		}
+	}
+	want := contract.Display{RequestID: req.RequestID, Result: contract.ResultExpired, Message: "Code expired"}
+	r.ctl.Publish(contract.TopicScreenDisplay, want)
+	if got := wait(t, next); got.err != nil || got.d != want {
+		t.Fatalf("Submit = %+v, %v; want %+v, nil", got.d, got.err, want)
+	}
+}
+
 func TestNewRefusesNoBroker(t *testing.T) {
 	if h, err := screen.New(nil); err == nil {
 		t.Fatalf("New(nil) = %v, nil; want an error saying the broker is required", h)
