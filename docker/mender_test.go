@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -295,21 +294,15 @@ func get(url string) (int, string, error) {
 // restarts it on request: the old process stopped (SIGTERM, waited for), the
 // binary then at bin started on the same data dir and ports.
 type supervisor struct {
-	bin, dataDir, httpAddr, mqttAddr, log string
+	bin, dataDir, httpAddr, mqttAddr string
 
 	mu  sync.Mutex
-	cur *run // nil when stopped
-}
-
-// run is one process of the gateway.
-type run struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // once exited is closed
+	log strings.Builder      // its own lines and the output of the processes stopped
+	cur *gatewaytest.Process // nil when stopped
 }
 
 func newSupervisor(t *testing.T, bin, dataDir string) *supervisor {
-	s := &supervisor{bin: bin, dataDir: dataDir, log: filepath.Join(t.TempDir(), "gateway.log"),
+	s := &supervisor{bin: bin, dataDir: dataDir,
 		httpAddr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
 		mqttAddr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))}
 	t.Cleanup(func() {
@@ -338,33 +331,17 @@ func (s *supervisor) restart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.stopLocked(); err != nil && !errors.Is(err, errNotRunning) {
-		fmt.Fprintf(s.logFile(), "supervisor: the gateway stopped with %v\n", err)
+		fmt.Fprintf(&s.log, "supervisor: the gateway stopped with %v\n", err)
 	}
-	f := s.logFile()
 	cmd := exec.Command(s.bin, "--data-dir", s.dataDir, "--http-addr", s.httpAddr, "--mqtt-addr", s.mqttAddr)
 	cmd.Env = environ("LOCKY_*")
-	cmd.Stdout, cmd.Stderr = f, f
-	fmt.Fprintf(f, "supervisor: starting %s\n", s.bin)
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot start %s: %w", s.bin, err)
-	}
-	r := &run{cmd: cmd, exited: make(chan struct{})}
-	s.cur = r
-	go func() {
-		r.err = cmd.Wait()
-		f.Close()
-		close(r.exited)
-	}()
-	return nil
-}
-
-func (s *supervisor) logFile() *os.File {
-	f, err := os.OpenFile(s.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	fmt.Fprintf(&s.log, "supervisor: starting %s\n", s.bin)
+	p, err := gatewaytest.Launch(cmd)
 	if err != nil {
-		panic(err) // the test's own temporary directory
+		return err
 	}
-	return f
+	s.cur = p
+	return nil
 }
 
 func (s *supervisor) stop() error {
@@ -376,28 +353,21 @@ func (s *supervisor) stop() error {
 // stopLocked stops the gateway with SIGTERM, SIGKILL after
 // gatewaytest.WaitLimit (a hang guard), and returns its exit error.
 func (s *supervisor) stopLocked() error {
-	r := s.cur
-	if r == nil {
+	p := s.cur
+	if p == nil {
 		return errNotRunning
 	}
 	s.cur = nil
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-r.exited:
-	case <-time.After(gatewaytest.WaitLimit):
-		_ = r.cmd.Process.Kill() // a hang guard: the error is the one returned
-		<-r.exited
-		return fmt.Errorf("no exit within %s of SIGTERM; killed", gatewaytest.WaitLimit)
-	}
-	return r.err
+	err := p.Stop()
+	s.log.WriteString(p.Output())
+	return err
 }
 
 func (s *supervisor) output() string {
-	b, err := os.ReadFile(s.log)
-	if err != nil {
-		return err.Error()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return s.log.String()
 	}
-	return string(b)
+	return s.log.String() + s.cur.Output()
 }

@@ -1,19 +1,14 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,10 +23,7 @@ import (
 // client connecting while the gateway restarts waits in the backlog and is
 // answered by the next process.
 func TestSystemdSocketActivation(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "locky-gateway")
-	if out, err := exec.Command("go", "build", "-race", "-o", bin, "./cmd/locky-gateway").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := gatewaytest.Build(t, "", "")
 	// The configured addresses are held busy by the test: the gateway
 	// starts only if it binds neither.
 	configured := map[string]string{"mqtt": listen(t).Addr().String(), "http": listen(t).Addr().String()}
@@ -40,13 +32,13 @@ func TestSystemdSocketActivation(t *testing.T) {
 
 	t.Run("serves on the sockets passed", func(t *testing.T) {
 		p := startActivated(t, bin, t.TempDir(), configured, files, "http:mqtt", "--mqtt-max-per-addr", "1", "--mqtt-connect-timeout", "1h")
-		if p.mqtt != sockets["mqtt"].Addr().String() || p.http != sockets["http"].Addr().String() {
+		if p.MQTT != sockets["mqtt"].Addr().String() || p.HTTP != sockets["http"].Addr().String() {
 			t.Errorf("the gateway is ready on mqtt %s, http %s; want the sockets passed, mqtt %s, http %s",
-				p.mqtt, p.http, sockets["mqtt"].Addr(), sockets["http"].Addr())
+				p.MQTT, p.HTTP, sockets["mqtt"].Addr(), sockets["http"].Addr())
 		}
 		for _, name := range []string{"mqtt", "http"} {
-			if !strings.Contains(p.warnings(), `"socket":"`+name+`"`) || !strings.Contains(p.warnings(), configured[name]) {
-				t.Errorf("no warning that the %s socket passed is not at the configured %s; got:\n%s", name, configured[name], p.warnings())
+			if !strings.Contains(p.Problems(), `"socket":"`+name+`"`) || !strings.Contains(p.Problems(), configured[name]) {
+				t.Errorf("no warning that the %s socket passed is not at the configured %s; got:\n%s", name, configured[name], p.Problems())
 			}
 		}
 		resp, err := http.Get("http://" + sockets["http"].Addr().String() + "/healthz")
@@ -77,7 +69,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	t.Run("a client connecting during a restart waits for the next process", func(t *testing.T) {
 		dataDir := t.TempDir()
 		p := startActivated(t, bin, dataDir, configured, files, "http:mqtt")
-		if err := p.stop(); err != nil {
+		if err := p.Stop(); err != nil {
 			t.Fatalf("the gateway stopped with %v; want exit 0 on SIGTERM", err)
 		}
 		// No gateway runs: the connection waits in the backlog of the
@@ -138,91 +130,16 @@ func connectPacket(clientID string) []byte {
 	return append([]byte{0x10, byte(len(body))}, body...)
 }
 
-// activated is a gateway process started with sockets passed as systemd
-// passes them.
-type activated struct {
-	cmd        *exec.Cmd
-	mqtt, http string // where it said it is ready
-	exited     chan struct{}
-	mu         sync.Mutex
-	warns      []string // its warnings and errors, as JSON lines
-}
-
 // startActivated runs the gateway with files as fds 3 on and the LISTEN_*
 // variables naming them, and the flags extra, and waits for its ready line. LISTEN_PID must be the
 // gateway's pid, known only once it runs: a shell sets it to its own and
 // execs the gateway in its place, as systemd sets it between fork and exec.
-func startActivated(t *testing.T, bin, dataDir string, configured map[string]string, files []*os.File, names string, extra ...string) *activated {
+func startActivated(t *testing.T, bin, dataDir string, configured map[string]string, files []*os.File, names string, extra ...string) *gatewaytest.Process {
 	t.Helper()
 	args := append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, bin, "--data-dir", dataDir,
 		"--mqtt-addr", configured["mqtt"], "--http-addr", configured["http"], "--log-format", "json"}, extra...)
 	cmd := exec.Command("/bin/sh", args...)
 	cmd.ExtraFiles = files
 	cmd.Env = append(os.Environ(), "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+names)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
-	}
-	p := &activated{cmd: cmd, exited: make(chan struct{})}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Msg, Level, MQTT, HTTP string
-			}
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			if line.Level == "WARN" || line.Level == "ERROR" {
-				p.mu.Lock()
-				p.warns = append(p.warns, sc.Text())
-				p.mu.Unlock()
-			}
-			if line.Msg == "locker ready" {
-				p.mqtt, p.http = line.MQTT, strings.TrimPrefix(line.HTTP, "http://")
-				close(ready)
-			}
-		}
-		_ = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-p.exited
-	})
-	select {
-	case <-ready:
-	case <-p.exited:
-		t.Fatalf("the gateway exited before it was ready: %v\n%s", cmd.ProcessState, p.warnings())
-	case <-time.After(gatewaytest.WaitLimit): // a hang guard
-		t.Fatalf("the gateway is not ready within %s:\n%s", gatewaytest.WaitLimit, p.warnings())
-	}
-	return p
-}
-
-func (p *activated) warnings() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.warns, "\n")
-}
-
-// stop sends SIGTERM and waits for the gateway to exit.
-func (p *activated) stop() error {
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return err
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(gatewaytest.WaitLimit): // a hang guard
-		return os.ErrDeadlineExceeded
-	}
-	if !p.cmd.ProcessState.Success() {
-		return &exec.ExitError{ProcessState: p.cmd.ProcessState}
-	}
-	return nil
+	return gatewaytest.StartProcess(t, cmd)
 }

@@ -1,6 +1,8 @@
 // Package gatewaytest runs a real gateway inside a test: a simulated locker on
 // free loopback ports with its own data dir, stopped as SIGTERM would stop it
-// when the test ends, and its database checked once it stopped.
+// when the test ends, and its database checked once it stopped. Tests of the
+// binary itself (signals, crashes, upgrades, socket activation) build it
+// with Build and run it as a child process with StartProcess or Launch.
 //
 // Its place in the layering: test support on top of the assembly (it imports
 // gateway); only tests import it, from any layer, to run the whole locker.

@@ -74,7 +74,7 @@ func TestSIGKILLWithAFullOutboxWhileOffline(t *testing.T) {
 			}
 		}
 	}
-	p.kill() // SIGKILL with n events in the outbox, none sent
+	p.Kill() // SIGKILL with n events in the outbox, none sent
 	mu.Lock()
 	early := len(stored)
 	mu.Unlock()

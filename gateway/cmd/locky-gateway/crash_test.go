@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
 )
@@ -27,112 +27,23 @@ import (
 // buildGateway compiles this program once for the test.
 func buildGateway(t *testing.T) string {
 	t.Helper()
-	return buildVersion(t, filepath.Join(t.TempDir(), "locky-gateway"), "")
+	return gatewaytest.Build(t, "", "")
 }
 
-// buildVersion compiles this program to bin, stamped with version unless
-// it is empty.
-func buildVersion(t *testing.T, bin, version string) string {
-	t.Helper()
-	args := []string{"build", "-race", "-o", bin}
-	if version != "" {
-		args = append(args, "-ldflags", "-X github.com/locky-edge/locky/gateway.Version="+version)
-	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// process is a gateway running as a child process.
-type process struct {
-	cmd        *exec.Cmd
-	mqtt, http string
-	exited     chan struct{}
-	readies    chan [2]string // mqtt and http of each "locker ready" after the first
-	mu         sync.Mutex
-	logs       []string // warnings and errors the gateway logged
-	races      int      // data races the race detector reported
-}
-
-// problems returns the warnings and errors the gateway logged.
-func (p *process) problems() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.logs, "\n")
-}
-
-// startProcess runs the gateway on free ports and waits for its ready log line.
-func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
+// startProcess runs the gateway on free ports and waits for its ready log
+// line; the test fails if the process reported a data race.
+func startProcess(t *testing.T, bin, dataDir string, extra ...string) *gatewaytest.Process {
 	t.Helper()
 	args := append([]string{"--data-dir", dataDir, "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--log-format", "json"}, extra...)
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
-	}
-	p := &process{cmd: cmd, exited: make(chan struct{}), readies: make(chan [2]string, 16)}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Msg   string `json:"msg"`
-				Level string `json:"level"`
-				MQTT  string `json:"mqtt"`
-				HTTP  string `json:"http"`
-			}
-			if strings.Contains(sc.Text(), "WARNING: DATA RACE") { // the race detector's report
-				p.mu.Lock()
-				p.races++
-				p.mu.Unlock()
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && (line.Level == "WARN" || line.Level == "ERROR") {
-				p.mu.Lock()
-				p.logs = append(p.logs, sc.Text())
-				p.mu.Unlock()
-			}
-			if line.Msg == "locker ready" {
-				addrs := [2]string{line.MQTT, strings.TrimPrefix(line.HTTP, "http://")}
-				select {
-				case <-ready: // a binary after an upgrade in place: same process
-					p.readies <- addrs
-				default:
-					p.mqtt, p.http = addrs[0], addrs[1]
-					close(ready)
-				}
-			}
-		}
-		_ = cmd.Wait()
-		close(p.exited)
-	}()
-	select {
-	case <-ready:
-	case <-p.exited:
-		t.Fatalf("gateway exited before it was ready")
-	case <-time.After(30 * time.Second):
-		t.Fatalf("gateway not ready")
-	}
+	p := gatewaytest.StartProcess(t, exec.Command(bin, args...))
 	t.Cleanup(func() {
-		p.kill()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.races > 0 {
-			t.Errorf("the gateway process reported %d data races (see its stderr with -v)", p.races)
+		p.Kill()
+		if n := p.Races(); n > 0 {
+			t.Errorf("the gateway process reported %d data races (see its stderr with -v)", n)
 		}
 	})
 	return p
-}
-
-func (p *process) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
 }
 
 // driver runs door cycles against a gateway through MQTT and the simulator's
@@ -148,13 +59,13 @@ type driver struct {
 	exited   <-chan struct{}
 }
 
-func connectDriver(p *process) (*driver, error) {
-	conn, err := net.Dial("tcp", p.mqtt)
+func connectDriver(p *gatewaytest.Process) (*driver, error) {
+	conn, err := net.Dial("tcp", p.MQTT)
 	if err != nil {
 		return nil, err
 	}
-	d := &driver{http: p.http, acks: map[string]bool{}, displays: map[string]string{}, statuses: map[string]string{},
-		notify: make(chan struct{}, 1), exited: p.exited}
+	d := &driver{http: p.HTTP, acks: map[string]bool{}, displays: map[string]string{}, statuses: map[string]string{},
+		notify: make(chan struct{}, 1), exited: p.Exited()}
 	d.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) {
 			d.mu.Lock()
@@ -380,7 +291,7 @@ func TestSIGKILLLosesNoCommittedChangeAndNoEvent(t *testing.T) {
 		if round < kills {
 			// SIGKILL at a random point of the stream of door cycles.
 			delay := time.Duration(rng.IntN(300)) * time.Millisecond
-			time.AfterFunc(delay, func() { _ = p.cmd.Process.Signal(syscall.SIGKILL) })
+			time.AfterFunc(delay, func() { _ = p.Signal(syscall.SIGKILL) })
 		}
 		steps := 0
 	stream:
@@ -398,16 +309,16 @@ func TestSIGKILLLosesNoCommittedChangeAndNoEvent(t *testing.T) {
 		}
 		t.Logf("round %d: %d steps, then %v", round, steps, err)
 		if round == kills {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			_ = p.Signal(syscall.SIGTERM)
 		}
-		<-p.exited
+		<-p.Exited()
 		status = checkInvariants(t, dataDir)
 		if t.Failed() {
 			t.Fatalf("invariants broken after round %d", round)
 		}
 		if round == kills && err != nil {
 			t.Fatalf("the last round, without a kill, failed: %v\nthe gateway logged:\n%s\nthe database has:\n%s",
-				err, p.problems(), history(t, dataDir))
+				err, p.Problems(), history(t, dataDir))
 		}
 	}
 	if !allDelivered(status, reservations) {
@@ -452,7 +363,7 @@ func allDelivered(status map[string]string, n int) bool {
 
 // openForDeposit creates reservation R0 on the gateway and enters its
 // deposit code: its door is open for the courier when it returns.
-func openForDeposit(t *testing.T, p *process) {
+func openForDeposit(t *testing.T, p *gatewaytest.Process) {
 	t.Helper()
 	d, err := connectDriver(p)
 	if err != nil {
@@ -478,15 +389,15 @@ func TestUpgradeMidCycle(t *testing.T) {
 	p := startProcess(t, bin, dataDir)
 	openForDeposit(t, p)
 	stopped := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select { // a hang guard; how fast it stops is locky-bench's to report
-	case <-p.exited:
+	case <-p.Exited():
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gateway did not exit after SIGTERM")
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := p.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM; want 0", code)
 	}
 	t.Logf("SIGTERM → exit in %s", time.Since(stopped))
@@ -501,7 +412,7 @@ func TestUpgradeMidCycle(t *testing.T) {
 	if s, err := d2.step(0, contract.StatusStored, 1); err != nil || s != contract.StatusDelivered {
 		t.Fatalf("pickup after the upgrade: %q %v; want delivered (the deposit must have completed)", s, err)
 	}
-	p2.kill()
+	p2.Kill()
 	if st := checkInvariants(t, dataDir); st["R0"] != contract.StatusDelivered {
 		t.Fatalf("R0 is %q; want delivered", st["R0"])
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
@@ -97,17 +98,17 @@ func (d *cutDisk) attach(t *testing.T, format bool) {
 // records was acknowledged before the cut), copies the inner device's content
 // to snapshot, kills the gateway and lets the blocked writes go on: they are
 // lost, as writes still in a cache are at a power cut.
-func (d *cutDisk) cut(p *process, snapshot string, acked func()) error {
+func (d *cutDisk) cut(p *gatewaytest.Process, snapshot string, acked func()) error {
 	if out, err := exec.Command("fsfreeze", "-f", d.outerMnt).CombinedOutput(); err != nil {
 		return fmt.Errorf("fsfreeze: %v: %s", err, out)
 	}
 	acked()
 	copyErr := copyFile(snapshot, d.img)
-	_ = p.cmd.Process.Signal(syscall.SIGKILL) // it dies once its blocked write returns
+	_ = p.Signal(syscall.SIGKILL) // it dies once its blocked write returns
 	if out, err := exec.Command("fsfreeze", "-u", d.outerMnt).CombinedOutput(); err != nil {
 		return fmt.Errorf("fsfreeze -u: %v: %s", err, out)
 	}
-	<-p.exited
+	<-p.Exited()
 	return copyErr
 }
 
@@ -225,8 +226,8 @@ func TestPowerCutLosesNoCommittedChangeAndNoEvent(t *testing.T) {
 		}
 		t.Logf("round %d: %d steps, then %v", round, steps, err)
 		if round == cuts {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			<-p.exited
+			_ = p.Signal(syscall.SIGTERM)
+			<-p.Exited()
 		} else {
 			if err := <-cutErr; err != nil {
 				t.Fatalf("power cut: %v", err)
@@ -252,7 +253,7 @@ func TestPowerCutLosesNoCommittedChangeAndNoEvent(t *testing.T) {
 		}
 		if round == cuts && err != nil {
 			t.Fatalf("the last round, without a cut, failed: %v\nthe gateway logged:\n%s\nthe database has:\n%s",
-				err, p.problems(), history(t, dataDir))
+				err, p.Problems(), history(t, dataDir))
 		}
 	}
 	if !allDelivered(status, reservations) {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/locky-edge/locky/gateway"
+	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/handlers/contract"
 )
 
@@ -37,7 +38,7 @@ func TestUpgradeInPlace(t *testing.T) {
 		if err := os.MkdirAll(filepath.Join(dir, v), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		buildVersion(t, filepath.Join(dir, v, "locky-gateway"), v)
+		gatewaytest.Build(t, filepath.Join(dir, v, "locky-gateway"), v)
 	}
 	installed, next := filepath.Join(dir, "locky-gateway"), filepath.Join(dir, "locky-gateway.next")
 	for link, target := range map[string]string{installed: "v1/locky-gateway", next: "v2/locky-gateway"} {
@@ -49,9 +50,9 @@ func TestUpgradeInPlace(t *testing.T) {
 	p := startProcess(t, installed, dataDir)
 	openForDeposit(t, p)
 
-	dialer := startDialer(t, p.mqtt)
+	dialer := startDialer(t, p.MQTT)
 	// A client that never finishes its request must not stop the upgrade.
-	slow, err := net.Dial("tcp", p.http)
+	slow, err := net.Dial("tcp", p.HTTP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,23 +64,23 @@ func TestUpgradeInPlace(t *testing.T) {
 	if err := os.Rename(next, installed); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := upgrade(t, ctl, p.http)
+	code, stdout, stderr := upgrade(t, ctl, p.HTTP)
 	if code != 0 || !strings.Contains(stdout, "upgraded: pid ") || !strings.Contains(stdout, "v1 (") || !strings.Contains(stdout, "→ v2 (") {
 		t.Fatalf("upgrade: exit %d, stdout %q, stderr %q; want 0 and upgraded v1 → v2", code, stdout, stderr)
 	}
 	select {
-	case addrs := <-p.readies:
-		if addrs != [2]string{p.mqtt, p.http} {
-			t.Errorf("the new binary is ready on %v; want the same sockets %s, %s", addrs, p.mqtt, p.http)
+	case addrs := <-p.Readies():
+		if addrs != [2]string{p.MQTT, p.HTTP} {
+			t.Errorf("the new binary is ready on %v; want the same sockets %s, %s", addrs, p.MQTT, p.HTTP)
 		}
-	case <-p.exited:
-		t.Fatalf("the gateway exited during the upgrade:\n%s", p.problems())
+	case <-p.Exited():
+		t.Fatalf("the gateway exited during the upgrade:\n%s", p.Problems())
 	case <-time.After(30 * time.Second): // a hang guard
 		t.Fatal("no second ready line")
 	}
-	st := status(t, p.http)
-	if st.PID != p.cmd.Process.Pid || st.Version != "v2" {
-		t.Errorf("after the upgrade: pid %d, version %q; want the same process %d serving v2", st.PID, st.Version, p.cmd.Process.Pid)
+	st := status(t, p.HTTP)
+	if st.PID != p.Pid() || st.Version != "v2" {
+		t.Errorf("after the upgrade: pid %d, version %q; want the same process %d serving v2", st.PID, st.Version, p.Pid())
 	}
 	if n, err := dialer.stop(); err != nil || n == 0 {
 		t.Errorf("MQTT connections during the upgrade: %d answered, then %v; want every one answered", n, err)
@@ -103,11 +104,11 @@ func TestUpgradeInPlace(t *testing.T) {
 	if err := os.Rename(broken, installed); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr = upgrade(t, ctl, p.http)
+	code, _, stderr = upgrade(t, ctl, p.HTTP)
 	if code != 1 || !strings.Contains(stderr, "upgrade refused, the gateway goes on with this binary") || !strings.Contains(stderr, "wrong architecture") {
 		t.Errorf("upgrade to a broken binary: exit %d, stderr %q; want 1, refused, with the binary's own error", code, stderr)
 	}
-	if after := status(t, p.http); !after.StartedAt.Equal(st.StartedAt) || after.Version != "v2" || !after.Ready {
+	if after := status(t, p.HTTP); !after.StartedAt.Equal(st.StartedAt) || after.Version != "v2" || !after.Ready {
 		t.Errorf("after the refusal: %+v; want the same v2 start (%s), ready", after, st.StartedAt)
 	}
 
@@ -122,14 +123,14 @@ func TestUpgradeInPlace(t *testing.T) {
 	if err := os.Rename(vanishing, installed); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr = upgrade(t, ctl, p.http)
+	code, _, stderr = upgrade(t, ctl, p.HTTP)
 	if code != 1 || !strings.Contains(stderr, "cannot start "+installed) {
 		t.Errorf("upgrade to a binary that cannot be started: exit %d, stderr %q; want 1, naming it", code, stderr)
 	}
-	if after := status(t, p.http); after.PID != st.PID || after.Version != "v2" || !after.Ready {
+	if after := status(t, p.HTTP); after.PID != st.PID || after.Version != "v2" || !after.Ready {
 		t.Errorf("after the failed exec: %+v; want v2 serving again in process %d", after, st.PID)
 	}
-	p.kill()
+	p.Kill()
 	if got := checkInvariants(t, dataDir); got["R0"] != contract.StatusDelivered {
 		t.Fatalf("R0 is %q; want delivered", got["R0"])
 	}
