@@ -240,7 +240,8 @@ func newListener(srv *mqtt.Server, tcpLn net.Listener, cfg Config, met *brokerMe
 }
 
 // addHooks adds the broker's hooks to srv in the order they must run:
-// connection limits, auth, the retain guard, the retained limit.
+// connection limits, auth, the retain guard, the retained limit; then the
+// takeover relay.
 func addHooks(srv *mqtt.Server, ln *connListener, cfg Config, met *brokerMetrics) (*retainGuard, error) {
 	// First, so that a CONNECT is counted as read, and an address that
 	// connects too often is refused, before any password is checked.
@@ -262,6 +263,9 @@ func addHooks(srv *mqtt.Server, ln *connListener, cfg Config, met *brokerMetrics
 	// After the retain guard: it checks the count under the guard's lock.
 	if err := srv.AddHook(&retainLimit{srv: srv, max: cfg.MaxRetained, refused: met.retainedRefused}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add retained limit: %w", err)
+	}
+	if err := srv.AddHook(newTakeoverRelay(srv), nil); err != nil {
+		return nil, fmt.Errorf("broker: add takeover relay: %w", err)
 	}
 	return guard, nil
 }
