@@ -117,14 +117,20 @@ func (p *Process) read(text string) {
 
 // StartProcess launches cmd, kills it (SIGKILL) when the test ends, and
 // returns once it logged that it is ready; it fails the test if it exits
-// before.
+// before, and, when the test ends, if the race detector reported a data race
+// in it.
 func StartProcess(t testing.TB, cmd *exec.Cmd) *Process {
 	t.Helper()
 	p, err := Launch(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Kill)
+	t.Cleanup(func() {
+		p.Kill()
+		if n := p.Races(); n > 0 {
+			t.Errorf("%s reported %d data races:\n%s", cmd.Path, n, p.Output())
+		}
+	})
 	select {
 	case <-p.ready:
 	case <-p.exited:
