@@ -156,12 +156,15 @@ func (b *Bridge) Close() error {
 	return nil
 }
 
-// backoff is the pause after the n-th failure in a row: none after a link
-// that was up, then RetryMin doubling up to RetryMax, each a random half to
-// all of it so that a fleet does not reconnect in step.
+// backoff is the pause after the n-th failure in a row: after a link that
+// was up, a random part of RetryMin (a cloud broker's restart drops every
+// locker's link at the same moment: their first attempts are spread over
+// RetryMin instead of all landing at once), then RetryMin doubling up to
+// RetryMax, each a random half to all of it so that a fleet does not
+// reconnect in step.
 func (b *Bridge) backoff(n int) time.Duration {
 	if n <= 0 {
-		return 0
+		return rand.N(b.cfg.RetryMin + 1)
 	}
 	d := b.cfg.RetryMin
 	for i := 1; i < n && d < b.cfg.RetryMax; i++ {

@@ -93,9 +93,10 @@ type Config struct {
 	// ConnectTimeout bounds one connection attempt (TCP, TLS and CONNACK) and
 	// the wait for the answer to a status publish or a subscribe. Zero means 10 s.
 	ConnectTimeout time.Duration
-	// RetryMin and RetryMax bound the pause between connection attempts: it
-	// doubles from RetryMin after each failure up to RetryMax, with jitter
-	// (a random half to all of it). Zero means 1 s and 2 min.
+	// RetryMin and RetryMax bound the pause between connection attempts: a
+	// random part of RetryMin after a link that was up, then RetryMin
+	// doubling after each failure up to RetryMax, with jitter (a random half
+	// to all of it). Zero means 1 s and 2 min.
 	RetryMin time.Duration
 	RetryMax time.Duration
 	// LocalRetryMin and LocalRetryMax bound the pause between attempts to

@@ -45,7 +45,7 @@ func TestBackoff(t *testing.T) {
 			}
 		}
 	}
-	f(0, 0, 0)
+	f(0, 0, time.Second)
 	f(1, 500*time.Millisecond, time.Second)
 	f(2, time.Second, 2*time.Second)
 	f(4, 4*time.Second, 8*time.Second)
