@@ -46,6 +46,14 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 	f(0, 0, time.Second)
+	// After a link that was up, the first attempt is spread, not immediate.
+	spread := false
+	for range 100 {
+		spread = spread || b.backoff(0) > 0
+	}
+	if !spread {
+		t.Error("backoff(0) is 0 in 100 draws; want a random part of RetryMin, so that a fleet does not reconnect at once")
+	}
 	f(1, 500*time.Millisecond, time.Second)
 	f(2, time.Second, 2*time.Second)
 	f(4, 4*time.Second, 8*time.Second)
