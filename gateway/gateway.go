@@ -611,9 +611,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 func (g *Gateway) runSteps() []step {
 	// The rest of the start list. The handlers and the door driver subscribe
 	// before the broker takes clients, so that no message is missed. Its
-	// reverse is the graceful stop: the bridge first (outbox flushed), the
-	// pages, the broker (no new code, no new message), the door driver, the
-	// handlers (open door cycles stay persisted), the store last.
+	// reverse is the graceful stop: first no new door command, and the doors
+	// already commanded report open (their cycles persisted) or time out,
+	// while the broker, the door driver and the pages still carry what they
+	// say; then the bridge (outbox flushed), the pages, the broker (no new
+	// code, no new message), the door driver (commands not yet sent to a lock
+	// dropped), the handlers (open door cycles stay persisted), the store last.
 	return []step{
 		{"controller", g.startController},
 		g.startPart("store handler", g.downstream),
@@ -630,7 +633,10 @@ func (g *Gateway) runSteps() []step {
 			if err := g.doors.Start(context.Background()); err != nil {
 				return errors.Join(fmt.Errorf("cannot start the door handler: %w", err), g.stopDrivers())
 			}
-			g.onStop("door driver", func() error { return errors.Join(g.doors.Close(), g.stopDrivers()) })
+			// The drivers first: a command still queued for a lock is dropped
+			// rather than sent, since its door's state can no longer be
+			// published; then the handler's own queue.
+			g.onStop("door driver", func() error { return errors.Join(g.stopDrivers(), g.doors.Close()) })
 			return nil
 		}},
 		{"broker", func() error {
@@ -663,6 +669,10 @@ func (g *Gateway) runSteps() []step {
 					return nil
 				}, g.bridge.Close)
 			}
+			return nil
+		}},
+		{"door commands", func() error {
+			g.onStop("door commands (none new; the doors commanded report open or time out)", g.controller.Quiesce)
 			return nil
 		}},
 	}

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -172,6 +173,12 @@ type Controller struct {
 	retryTimer     *time.Timer
 	retryDelay     time.Duration
 	lockoutPending bool // a pendingWrite saves the lockout state
+
+	// quiescing: Quiesce was called; no door is commanded any more.
+	quiescing bool
+	// idle is closed, and set to nil, once no door commanded awaits its
+	// open any more; nil when Quiesce is not waiting.
+	idle chan struct{}
 }
 
 // New validates cfg and returns a Controller.
@@ -306,8 +313,76 @@ func (c *Controller) run(ctx context.Context) {
 			return
 		case j := <-c.work:
 			j.fn()
+			if c.idle != nil {
+				c.checkIdle()
+			}
 		}
 	}
+}
+
+// Quiesce stops the controller from commanding doors, for a graceful stop
+// while the broker is up: a code is answered busy (the locker restarts), a
+// support command is refused with an error but not acknowledged (the bridge
+// delivers it again after the restart). It returns once every door already
+// commanded has reported open (its cycle is then persisted, as always) or
+// timed out (door_fault): within DoorTimeout, as each command's own timeout
+// ends its wait. Only a work goroutine stuck for twice that makes it give up,
+// with an error. Codes and door states are still handled after it; Close
+// stops the rest.
+func (c *Controller) Quiesce() error {
+	awaited := make(chan []int, 1)
+	idle := make(chan struct{})
+	if !c.do(func() {
+		c.quiescing, c.idle = true, idle
+		awaited <- c.awaitedDoors()
+		c.checkIdle()
+	}) {
+		return nil // stopped already
+	}
+	var doors []int
+	select {
+	case doors = <-awaited:
+	case <-c.done:
+		return nil
+	}
+	if len(doors) == 0 {
+		return nil
+	}
+	c.log.Info("stopping: no new door command; awaiting the doors commanded (open, or their timeout)", "doors", doors, "door_timeout", c.cfg.DoorTimeout)
+	guard := time.NewTimer(2 * c.cfg.DoorTimeout)
+	defer guard.Stop()
+	select {
+	case <-idle:
+		c.log.Info("stopping: every door commanded reported open or timed out", "doors", doors)
+		return nil
+	case <-c.done:
+		return nil
+	case <-guard.C:
+		return fmt.Errorf("doors %v commanded before the stop were still awaited after %s: the controller's work is stuck (is the store's disk hanging?); their openings may be lost", doors, 2*c.cfg.DoorTimeout)
+	}
+}
+
+// awaitedDoors returns the doors commanded that have not reported open yet.
+func (c *Controller) awaitedDoors() []int {
+	var doors []int
+	for d, cy := range c.cycles {
+		if cy.phase == awaitingOpen {
+			doors = append(doors, d)
+		}
+	}
+	slices.Sort(doors)
+	return doors
+}
+
+// checkIdle ends Quiesce's wait once no door commanded awaits its open.
+func (c *Controller) checkIdle() {
+	for _, cy := range c.cycles {
+		if cy.phase == awaitingOpen {
+			return
+		}
+	}
+	close(c.idle)
+	c.idle = nil
 }
 
 // job is one piece of work for the work goroutine. One that must run even
@@ -394,9 +469,14 @@ func (c *Controller) HandleCode(payload []byte, reply *Reply) {
 		return
 	}
 	if !c.do(func() { c.code(req, reply, received) }) {
-		c.display(reply, contract.Display{RequestID: req.RequestID, Result: contract.ResultBusy,
-			Message: "The locker is restarting; try again in a moment"})
+		c.display(reply, restarting(req.RequestID))
 	}
+}
+
+// restarting is the answer to a code that comes while the locker stops.
+func restarting(requestID string) contract.Display {
+	return contract.Display{RequestID: requestID, Result: contract.ResultBusy,
+		Message: "The locker is restarting; try again in a moment"}
 }
 
 func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.Time) {
@@ -405,6 +485,10 @@ func (c *Controller) code(req contract.CodeRequest, reply *Reply, received time.
 		d.RequestID = req.RequestID
 		c.m.attempt(d.Result)
 		c.display(reply, d)
+	}
+	if c.quiescing {
+		answer(restarting(req.RequestID)) // no door opens whose open might not be recorded
+		return
 	}
 	if left := c.lock.locked(now); left > 0 {
 		answer(lockedOut(left))
@@ -690,6 +774,11 @@ func (c *Controller) HandleCommand(payload []byte) error {
 }
 
 func (c *Controller) remoteOpen(cmd contract.Command) error {
+	if c.quiescing {
+		// Not acknowledged: the back-end's message stays undelivered, and
+		// comes again once the locker is back.
+		return fmt.Errorf("the locker is stopping: door %d was not opened and the command is not acknowledged; it is handled when delivered again after the restart", cmd.Door)
+	}
 	now := time.Now()
 	if cy := c.cycles[cmd.Door]; cy != nil {
 		if cy.phase == closing {

@@ -47,6 +47,7 @@ type Handler struct {
 
 	mu     sync.Mutex
 	cancel context.CancelFunc // ends the driver goroutine; nil before Start
+	closed bool               // Close was called: commands are dropped
 }
 
 // New returns a Handler.
@@ -79,9 +80,10 @@ func (h *Handler) Start(ctx context.Context) error {
 				return
 			case door := <-h.queue:
 				// select picks at random among ready cases: a command
-				// taken after the stop stays unsent, as Close says.
+				// taken after the stop is dropped, as Close says.
 				if ctx.Err() != nil {
-					return
+					h.dropped(door)
+					continue
 				}
 				if err := h.cfg.Driver.Open(door); err != nil {
 					h.log.Warn("door driver refused an open command", "door", door, "err", err)
@@ -92,17 +94,31 @@ func (h *Handler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the driver goroutine and waits for it; commands still queued,
-// and those that arrive afterwards, stay unsent. It is safe to call more
-// than once.
+// Close stops the driver goroutine and waits for it. A command not yet
+// handed to the driver is dropped, and so is one that arrives afterwards,
+// each logged: the gateway stops, and its door's state could not be
+// published any more. It is safe to call more than once.
 func (h *Handler) Close() error {
 	h.mu.Lock()
+	h.closed = true
 	if h.cancel != nil {
 		h.cancel()
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
-	return nil
+	for {
+		select {
+		case door := <-h.queue:
+			h.dropped(door)
+		default:
+			return nil
+		}
+	}
+}
+
+// dropped logs a command dropped because the handler stops.
+func (h *Handler) dropped(door int) {
+	h.log.Warn("door command dropped, not sent to the lock: the gateway is stopping and could not publish the door's state (the code stays valid)", "door", door)
 }
 
 func (h *Handler) command(m contract.Message) {
@@ -113,6 +129,12 @@ func (h *Handler) command(m contract.Message) {
 	}
 	if _, err := contract.DecodeDoorCommand(m.Payload); err != nil {
 		h.log.Warn("ignored a door command that does not decode", "door", door, "err", err)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		h.dropped(door)
 		return
 	}
 	select {

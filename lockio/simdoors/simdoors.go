@@ -28,6 +28,9 @@ type Config struct {
 // ErrUnknownDoor is returned for a door number outside 1..Doors.
 var ErrUnknownDoor = errors.New("no such simulated door")
 
+// ErrStopped is returned by Open after Stop: a stopped bank opens nothing.
+var ErrStopped = errors.New("simulated doors stopped; start a new bank")
+
 // Bank is the simulated door bank. It is safe for concurrent use.
 type Bank struct {
 	cfg Config
@@ -115,6 +118,10 @@ func (b *Bank) Open(door int) error {
 	if _, ok := b.states[door]; !ok {
 		b.mu.Unlock()
 		return fmt.Errorf("door %d: %w", door, ErrUnknownDoor)
+	}
+	if b.closed {
+		b.mu.Unlock()
+		return fmt.Errorf("door %d: %w", door, ErrStopped)
 	}
 	if b.jammed[door] {
 		b.mu.Unlock()
