@@ -1,0 +1,89 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/locky-edge/locky/handlers/contract"
+)
+
+// quiesce runs Quiesce on a goroutine of the bubble; the channel gets its
+// result.
+func (r *rig) quiesce() <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- r.c.Quiesce() }()
+	synctest.Wait()
+	return done
+}
+
+// TestQuiesceAwaitsTheDoorCommanded quiesces while door 2, commanded, has
+// not reported open: Quiesce waits; meanwhile a code is answered busy and a
+// support open is refused unacknowledged (so that it comes again after the
+// restart); the door's open ends the wait with its cycle persisted.
+func TestQuiesceAwaitsTheDoorCommanded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.code("1111")
+		done := r.quiesce()
+		select {
+		case err := <-done:
+			t.Fatalf("Quiesce returned %v while door 2 had not reported open", err)
+		default:
+		}
+		if d := r.code("9999"); d.Result != contract.ResultBusy || d.Door != 0 {
+			t.Errorf("a code while quiescing: got %+v; want busy, no door", d)
+		}
+		err := r.b.deliver(t, contract.TopicDownCommands, contract.TopicDownCommands, `{"msg_id":"s-1","command":"open_door","door":3,"reason":"ticket"}`)
+		if err == nil {
+			t.Errorf("a support open while quiescing was taken; want an error, so that it is delivered again")
+		}
+		r.b.mu.Lock()
+		for _, m := range r.b.msgs {
+			if m.Topic == contract.DoorCommandTopic(3) {
+				t.Errorf("door 3 commanded while quiescing")
+			}
+		}
+		r.b.mu.Unlock()
+		msgs, err := r.st.OutboxAfter(0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if m.Topic == contract.TopicAcks && strings.Contains(string(m.Payload), `"s-1"`) {
+				t.Errorf("ack %s while quiescing; want none, so that the command is delivered again", m.Payload)
+			}
+		}
+		r.door(2, "open")
+		if err := <-done; err != nil {
+			t.Fatalf("Quiesce: %v", err)
+		}
+		if cycles, err := r.st.Cycles(); err != nil || len(cycles) != 1 || cycles[0].Door != 2 {
+			t.Fatalf("cycles after the open: %+v, %v; want door 2's, persisted", cycles, err)
+		}
+	})
+}
+
+// TestQuiesceEndsWithTheDoorTimeout quiesces while door 2 never opens: the
+// wait ends with its door timeout (a door fault, the code kept), and
+// Quiesce with no door awaited returns at once.
+func TestQuiesceEndsWithTheDoorTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		start := time.Now()
+		r.code("1111")
+		if err := <-r.quiesce(); err != nil {
+			t.Fatalf("Quiesce: %v", err)
+		}
+		if waited := time.Since(start); waited > r.c.cfg.DoorTimeout {
+			t.Errorf("Quiesce returned after %s (fake clock); want it within the door timeout, %s", waited, r.c.cfg.DoorTimeout)
+		}
+		if e := r.lastEvent(); e != contract.EventDoorFault {
+			t.Errorf("event %q; want door.fault", e)
+		}
+		if err := <-r.quiesce(); err != nil {
+			t.Fatalf("a second Quiesce: %v", err)
+		}
+	})
+}
