@@ -56,6 +56,7 @@ type bus struct {
 	down   atomic.Bool  // the adapter is not open
 	faults atomic.Int64 // boards unreachable, for the gauge
 
+	ctx  context.Context // ends when the bank closes
 	port serial.Port
 	buf  []byte
 	rd   []byte
@@ -235,8 +236,10 @@ func (b *Bank) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops polling, closes the ports and waits for the goroutines. It is
-// safe to call more than once.
+// Close stops polling, closes the ports and waits for the goroutines. An
+// unlock not sent yet is dropped, logged: no lock is released once the bank
+// closes, as no state it reports then is heard. It is safe to call more
+// than once.
 func (b *Bank) Close() error {
 	b.mu.Lock()
 	b.closed = true
@@ -245,7 +248,18 @@ func (b *Bank) Close() error {
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+	for _, bs := range b.buses {
+		for len(bs.opens) > 0 {
+			bs.dropOnClose(<-bs.opens)
+		}
+	}
 	return nil
+}
+
+// dropOnClose logs and counts an unlock dropped because the bank closes.
+func (bs *bus) dropOnClose(r openReq) {
+	bs.dropped.Inc()
+	bs.bank.log.Warn("unlock dropped, the lock not released: the bank is closing", "door", r.d.n, "bus", bs.path)
 }
 
 // Open queues an unlock pulse for door; it goes out before the bus's next
@@ -255,10 +269,10 @@ func (b *Bank) Open(n int) error {
 	if !ok {
 		return fmt.Errorf("kerong: door %d: %w", n, ErrUnknownDoor)
 	}
+	// Queued under the lock, so that Close finds every unlock not sent.
 	b.mu.Lock()
-	running := b.started && !b.closed
-	b.mu.Unlock()
-	if !running {
+	defer b.mu.Unlock()
+	if !b.started || b.closed {
 		return ErrNotStarted
 	}
 	if d.bus.down.Load() {
@@ -336,6 +350,7 @@ func (bs *bus) fault(bd *board, reason string) {
 }
 
 func (bs *bus) run(ctx context.Context) {
+	bs.ctx = ctx
 	defer func() {
 		if bs.port != nil {
 			if err := bs.port.Close(); err != nil {
@@ -416,6 +431,10 @@ type openReq struct {
 
 func (bs *bus) unlock(r openReq) {
 	d := r.d
+	if bs.ctx.Err() != nil {
+		bs.dropOnClose(r)
+		return
+	}
 	if waited := time.Since(r.at); waited > bs.bank.cfg.OpenWait {
 		bs.dropped.Inc()
 		bs.bank.log.Warn("unlock waited too long for the bus; dropped, the controller has given up on it", "door", d.n, "bus", bs.path, "waited", waited)

@@ -156,13 +156,13 @@ func (b *Bank) Open(n int) error {
 	if d == nil {
 		return fmt.Errorf("door %d: %w", n, ErrUnknownDoor)
 	}
+	// Queued under the lock, so that Close finds every command not sent.
 	b.mu.Lock()
-	started, closed := b.started, b.closed
-	b.mu.Unlock()
+	defer b.mu.Unlock()
 	switch {
-	case closed:
+	case b.closed:
 		return fmt.Errorf("door %d: %w", n, ErrClosed)
-	case !started:
+	case !b.started:
 		return fmt.Errorf("door %d: %w", n, ErrNotStarted)
 	}
 	select {
@@ -200,7 +200,9 @@ func (b *Bank) Start(ctx context.Context) error {
 }
 
 // Close stops polling, switches off any coil still pulsing, closes the ports
-// and waits for the bus goroutines. It is safe to call more than once.
+// and waits for the bus goroutines. An open command not sent yet is
+// dropped, logged: no lock is pulsed once the bank closes, as no state it
+// reports then is heard. It is safe to call more than once.
 func (b *Bank) Close() error {
 	b.mu.Lock()
 	b.closed = true
@@ -209,7 +211,18 @@ func (b *Bank) Close() error {
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
+	for _, bs := range b.buses {
+		for len(bs.opens) > 0 {
+			b.dropOnClose(bs, (<-bs.opens).door)
+		}
+	}
 	return nil
+}
+
+// dropOnClose logs and counts an open command dropped because the bank closes.
+func (b *Bank) dropOnClose(bs *bus, d *door) {
+	bs.metrics.opensDropped.Inc()
+	b.log.Warn("open command dropped, the lock not pulsed: the bank is closing", "door", d.Door.Door, "bus", bs.device)
 }
 
 // publish reports st for door n if it differs from the last one reported:

@@ -8,8 +8,9 @@ import (
 
 // busLoop is the state of one bus's goroutine: nothing in it is shared.
 type busLoop struct {
-	b  *Bank
-	bs *bus
+	b   *Bank
+	bs  *bus
+	ctx context.Context // ends when the bank closes
 
 	c           *rtu // nil while the port is closed
 	portBackoff time.Duration
@@ -26,7 +27,7 @@ type busLoop struct {
 // energised), send a queued open command, poll the next board of the cycle;
 // otherwise it waits for the next of these to fall due, or for a command.
 func (b *Bank) runBus(ctx context.Context, bs *bus) {
-	l := &busLoop{b: b, bs: bs, pulses: map[*door]time.Time{}, nextCycle: time.Now()}
+	l := &busLoop{b: b, bs: bs, ctx: ctx, pulses: map[*door]time.Time{}, nextCycle: time.Now()}
 	defer l.shutdown()
 	for ctx.Err() == nil {
 		if l.c == nil && !l.openPort(ctx) {
@@ -138,6 +139,10 @@ func (l *busLoop) writeCoil(d *door, on bool) error {
 // sendOpen pulses the door's lock, unless the command waited too long.
 func (l *busLoop) sendOpen(cmd openCmd) {
 	d, bs := cmd.door, l.bs
+	if l.ctx.Err() != nil {
+		l.b.dropOnClose(bs, d)
+		return
+	}
 	if age := time.Since(cmd.at); age > l.b.cfg.OpenWait {
 		bs.metrics.opensDropped.Inc()
 		l.b.log.Warn("open command waited too long for the bus; dropped", "door", d.Door.Door, "bus", bs.device, "waited", age)
