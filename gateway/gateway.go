@@ -561,7 +561,8 @@ func (g *Gateway) WaitReady(ctx context.Context) error {
 
 // Run starts the rest of the start list and serves until ctx ends or a part
 // stops by itself, then stops gracefully, every step in reverse start order,
-// each named and timed in the log: no new codes, open door cycles persisted,
+// each named and timed in the log: no new door command, the doors commanded
+// awaited until they report open (their cycles persisted) or time out,
 // outbox flushed, everything closed. If a step fails to start, the steps
 // started so far are stopped and Run returns its error. Either way, when Run
 // returns nothing of the gateway runs or holds the data dir. Run may be called
