@@ -87,6 +87,10 @@ type Config struct {
 	// RetryBase is the first wait before a write that failed to commit is
 	// tried again; it doubles up to RetryMax. 250 ms and 5 s.
 	RetryBase, RetryMax time.Duration
+	// StopWait is the longest Quiesce waits for the doors commanded to
+	// report open; 3 s, so that a graceful stop still ends within SPEC §3's
+	// 5 s with the outbox flushed.
+	StopWait time.Duration
 }
 
 // Defaults fills the zero fields of c with SPEC §5's values.
@@ -105,6 +109,7 @@ func (c *Config) Defaults() {
 	set(&c.LockoutResetAfter, 24*time.Hour)
 	set(&c.RetryBase, 250*time.Millisecond)
 	set(&c.RetryMax, 5*time.Second)
+	set(&c.StopWait, 3*time.Second)
 	if c.LockoutThreshold == 0 {
 		c.LockoutThreshold = 5
 	}
@@ -325,10 +330,10 @@ func (c *Controller) run(ctx context.Context) {
 // support command is refused with an error but not acknowledged (the bridge
 // delivers it again after the restart). It returns once every door already
 // commanded has reported open (its cycle is then persisted, as always) or
-// timed out (door_fault): within DoorTimeout, as each command's own timeout
-// ends its wait. Only a work goroutine stuck for twice that makes it give up,
-// with an error. Codes and door states are still handled after it; Close
-// stops the rest.
+// timed out (door_fault), or after StopWait at the most: a door that opens
+// after that is seen forced open at the next start, and its code was not
+// consumed. Codes and door states are still handled after it; Close stops
+// the rest.
 func (c *Controller) Quiesce() error {
 	awaited := make(chan []int, 1)
 	idle := make(chan struct{})
@@ -348,18 +353,19 @@ func (c *Controller) Quiesce() error {
 	if len(doors) == 0 {
 		return nil
 	}
-	c.log.Info("stopping: no new door command; awaiting the doors commanded (open, or their timeout)", "doors", doors, "door_timeout", c.cfg.DoorTimeout)
-	guard := time.NewTimer(2 * c.cfg.DoorTimeout)
-	defer guard.Stop()
+	c.log.Info("stopping: no new door command; awaiting the doors commanded (open, or their timeout)", "doors", doors,
+		"door_timeout", c.cfg.DoorTimeout, "stop_wait", c.cfg.StopWait)
+	limit := time.NewTimer(c.cfg.StopWait)
+	defer limit.Stop()
 	select {
 	case <-idle:
 		c.log.Info("stopping: every door commanded reported open or timed out", "doors", doors)
-		return nil
 	case <-c.done:
-		return nil
-	case <-guard.C:
-		return fmt.Errorf("doors %v commanded before the stop were still awaited after %s: the controller's work is stuck (is the store's disk hanging?); their openings may be lost", doors, 2*c.cfg.DoorTimeout)
+	case <-limit.C:
+		c.log.Warn("stopping: doors commanded did not report open within the stop's wait; their codes are not consumed, and a door that opens now is seen forced open at the next start",
+			"doors", doors, "stop_wait", c.cfg.StopWait)
 	}
+	return nil
 }
 
 // awaitedDoors returns the doors commanded that have not reported open yet.

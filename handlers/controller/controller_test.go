@@ -14,6 +14,7 @@ import (
 
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/store"
+	"github.com/locky-edge/locky/handlers/store/storetest"
 )
 
 func TestJudge(t *testing.T) {
@@ -262,25 +263,21 @@ type rig struct {
 	b  *recorder
 }
 
-func newRig(t *testing.T) *rig {
-	path := filepath.Join(t.TempDir(), "db")
-	st, err := store.Open(store.Config{Path: path, CodeKey: make([]byte, 32)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			t.Errorf("closing the store: %v", err)
-		}
-		if err := store.CheckFile(path); err != nil {
-			t.Errorf("database check: %v", err)
-		}
-	})
+func newRig(t *testing.T) *rig { return newRigWith(t, nil) }
+
+// newRigWith is newRig with the test's change to the controller's
+// configuration (nil: none).
+func newRigWith(t *testing.T, change func(*Config)) *rig {
+	st := storetest.Open(t, store.Config{Path: filepath.Join(t.TempDir(), "db"), CodeKey: make([]byte, 32)})
 	if _, err := st.EnsureDoors(4, "M"); err != nil {
 		t.Fatal(err)
 	}
 	b := &recorder{}
-	c, err := New(Config{Store: st, Broker: b})
+	cfg := Config{Store: st, Broker: b}
+	if change != nil {
+		change(&cfg)
+	}
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

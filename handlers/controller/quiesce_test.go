@@ -65,12 +65,13 @@ func TestQuiesceAwaitsTheDoorCommanded(t *testing.T) {
 	})
 }
 
-// TestQuiesceEndsWithTheDoorTimeout quiesces while door 2 never opens: the
-// wait ends with its door timeout (a door fault, the code kept), and
-// Quiesce with no door awaited returns at once.
+// TestQuiesceEndsWithTheDoorTimeout quiesces while door 2 never opens, its
+// door timeout (2 s) within the stop's wait (3 s): the wait ends with the
+// door timeout (a door fault, the code kept), and Quiesce with no door
+// awaited returns at once.
 func TestQuiesceEndsWithTheDoorTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRig(t)
+		r := newRigWith(t, func(c *Config) { c.DoorTimeout = 2 * time.Second })
 		start := time.Now()
 		r.code("1111")
 		if err := <-r.quiesce(); err != nil {
@@ -84,6 +85,27 @@ func TestQuiesceEndsWithTheDoorTimeout(t *testing.T) {
 		}
 		if err := <-r.quiesce(); err != nil {
 			t.Fatalf("a second Quiesce: %v", err)
+		}
+	})
+}
+
+// TestQuiesceEndsWithinTheStopWait: with the default door timeout (5 s)
+// longer than the stop's wait (3 s), a door that never opens holds the stop
+// for the stop's wait only, so that the gateway exits within SPEC §3's 5 s;
+// codes are still answered busy afterwards.
+func TestQuiesceEndsWithinTheStopWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.code("1111")
+		start := time.Now()
+		if err := <-r.quiesce(); err != nil {
+			t.Fatalf("Quiesce: %v", err)
+		}
+		if waited := time.Since(start); waited != r.c.cfg.StopWait {
+			t.Errorf("Quiesce returned after %s (fake clock); want the stop's wait, %s", waited, r.c.cfg.StopWait)
+		}
+		if d := r.code("9999"); d.Result != contract.ResultBusy {
+			t.Errorf("a code after Quiesce: got %+v; want busy", d)
 		}
 	})
 }
