@@ -45,9 +45,10 @@ type Handler struct {
 	queue chan int
 	wg    sync.WaitGroup
 
-	mu     sync.Mutex
-	cancel context.CancelFunc // ends the driver goroutine; nil before Start
-	closed bool               // Close was called: commands are dropped
+	mu      sync.Mutex
+	cancel  context.CancelFunc // ends the driver goroutine; nil before Start
+	started bool               // Start was called
+	closed  bool               // Close was called: commands are dropped
 }
 
 // New returns a Handler.
@@ -63,13 +64,24 @@ func New(cfg Config) (*Handler, error) {
 
 // Start subscribes to the door commands and publishes the doors' states; the
 // driver is driven from its own goroutine until ctx ends or Close is called.
+// It may be called once, and not after Close.
 func (h *Handler) Start(ctx context.Context) error {
+	h.mu.Lock()
+	if h.started || h.closed {
+		h.mu.Unlock()
+		return errors.New("door: Start may be called once, and not after Close")
+	}
+	h.started = true
+	h.mu.Unlock()
 	h.cfg.Driver.Watch(h.report)
 	if err := h.cfg.Broker.Subscribe(contract.TopicDoorCommands, h.command); err != nil {
 		return fmt.Errorf("door: cannot subscribe to %s: %w", contract.TopicDoorCommands, err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed { // Close came meanwhile: it did not wait for a goroutine
+		return errors.New("door: closed while starting")
+	}
 	ctx, h.cancel = context.WithCancel(ctx)
 	h.wg.Add(1)
 	go func() {

@@ -181,9 +181,10 @@ func TestCommandRightAfterStartIsTaken(t *testing.T) {
 	checkOnlyOpen(t, bank, 2)
 }
 
-// TestClose: Close is safe before Start and twice after it, waits for the
-// handler's goroutine (goleak checks that none is left), and a command that
-// arrives after it reaches no door.
+// TestClose: Start may be called once and not after Close; Close is safe
+// before Start and twice after it, waits for the handler's goroutine (goleak
+// checks that none is left), and a command that arrives after it reaches no
+// door.
 func TestClose(t *testing.T) {
 	b := startBroker(t)
 	bank := newBank(t, 2)
@@ -191,12 +192,22 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closeWithin(t, h) // before Start
 	if err := h.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	if err := h.Start(t.Context()); err == nil {
+		t.Error("a second Start succeeded; want an error (it would start a second goroutine that Close never stops)")
+	}
 	closeWithin(t, h)
 	closeWithin(t, h)
+	if err := h.Start(t.Context()); err == nil {
+		t.Error("Start after Close succeeded; want an error")
+	}
+	early, err := door.New(door.Config{Driver: bank, Broker: b, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeWithin(t, early) // before Start
 	// The broker calls the handler on the publisher's goroutine: when
 	// Publish returns, the command has been taken or refused.
 	if err := b.Publish(contract.DoorCommandTopic(2), openCommand(t), false, 1); err != nil {
