@@ -90,6 +90,11 @@ type Config struct {
 	// LockoutResetAfter is the time without a wrong code, after the last
 	// lockout ended, that starts the doubling again from LockoutBase.
 	LockoutResetAfter time.Duration
+	// StopWait is the longest a graceful stop waits for the doors commanded
+	// to report open; zero means the controller's (3 s). It has no flag:
+	// SPEC §3 bounds the whole stop at 5 s. Tests lengthen it, so that a
+	// slow machine does not race it.
+	StopWait time.Duration
 
 	Retention      time.Duration // delivered/returned/cancelled reservations are kept this long
 	OutboxMaxBytes int64         // outbox byte bound; the oldest are dropped past it

@@ -361,6 +361,7 @@ func (g *Gateway) newHandlers() error {
 		Grace: cfg.Grace, DoorTimeout: cfg.DoorTimeout, LeftOpenAfter: cfg.LeftOpenAfter,
 		LockoutThreshold: cfg.LockoutThreshold, LockoutWindow: cfg.LockoutWindow,
 		LockoutBase: cfg.LockoutBase, LockoutMax: cfg.LockoutMax, LockoutResetAfter: cfg.LockoutResetAfter,
+		StopWait: cfg.StopWait,
 	})
 	if err != nil {
 		return err

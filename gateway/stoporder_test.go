@@ -96,6 +96,7 @@ func (w *logWatch) await(t *testing.T, what string, match func(string) bool) str
 func TestStopAwaitsTheDoorCommanded(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.DoorTimeout = 2 * waitLimit // the door opens long before: no fault
+	cfg.StopWait = 2 * waitLimit    // nor does the stop give up on it first
 	logs := newLogWatch(t)
 	g, err := gateway.New(cfg, slog.New(logs))
 	if err != nil {
