@@ -330,24 +330,36 @@ func (c *Controller) run(ctx context.Context) {
 // support command is refused with an error but not acknowledged (the bridge
 // delivers it again after the restart). It returns once every door already
 // commanded has reported open (its cycle is then persisted, as always) or
-// timed out (door_fault), or after StopWait at the most: a door that opens
-// after that is seen forced open at the next start, and its code was not
-// consumed. Codes and door states are still handled after it; Close stops
-// the rest.
+// timed out (door_fault), and within StopWait at the most, the wait for the
+// work queued before it included. A door still awaited then gets its
+// door_fault at once, its code not consumed: support learns of it, and a
+// door that opens later without being seen is not recorded. Codes and door
+// states are still handled after it; Close stops the rest.
 func (c *Controller) Quiesce() error {
+	c.mu.Lock()
+	started := c.stop != nil
+	c.mu.Unlock()
+	if !started {
+		return nil // it never ran: no door was commanded
+	}
+	limit := time.NewTimer(c.cfg.StopWait)
+	defer limit.Stop()
 	awaited := make(chan []int, 1)
 	idle := make(chan struct{})
-	if !c.do(func() {
+	// Queued from a goroutine of its own: the queue may be full, and the
+	// stop's wait counts from now.
+	go c.do(func() {
 		c.quiescing, c.idle = true, idle
 		awaited <- c.awaitedDoors()
 		c.checkIdle()
-	}) {
-		return nil // stopped already
-	}
+	})
 	var doors []int
 	select {
 	case doors = <-awaited:
 	case <-c.done:
+		return nil
+	case <-limit.C:
+		c.log.Warn("stopping: the controller's work did not come to the stop within the stop's wait; the stop goes on", "stop_wait", c.cfg.StopWait)
 		return nil
 	}
 	if len(doors) == 0 {
@@ -355,17 +367,24 @@ func (c *Controller) Quiesce() error {
 	}
 	c.log.Info("stopping: no new door command; awaiting the doors commanded (open, or their timeout)", "doors", doors,
 		"door_timeout", c.cfg.DoorTimeout, "stop_wait", c.cfg.StopWait)
-	limit := time.NewTimer(c.cfg.StopWait)
-	defer limit.Stop()
 	select {
 	case <-idle:
 		c.log.Info("stopping: every door commanded reported open or timed out", "doors", doors)
 	case <-c.done:
 	case <-limit.C:
-		c.log.Warn("stopping: doors commanded did not report open within the stop's wait; their codes are not consumed, and a door that opens now is seen forced open at the next start",
+		c.log.Warn("stopping: doors commanded did not report open within the stop's wait: each gets its door fault now, its code not consumed",
 			"doors", doors, "stop_wait", c.cfg.StopWait)
+		go c.must(c.faultAwaited)
 	}
 	return nil
+}
+
+// faultAwaited ends the wait of every door commanded that has not reported
+// open, as its door timeout would.
+func (c *Controller) faultAwaited() {
+	for _, d := range c.awaitedDoors() {
+		c.fault(c.cycles[d], fmt.Sprintf("the gateway stopped before door %d reported open", d))
+	}
 }
 
 // awaitedDoors returns the doors commanded that have not reported open yet.
@@ -783,7 +802,7 @@ func (c *Controller) remoteOpen(cmd contract.Command) error {
 	if c.quiescing {
 		// Not acknowledged: the back-end's message stays undelivered, and
 		// comes again once the locker is back.
-		return fmt.Errorf("the locker is stopping: door %d was not opened and the command is not acknowledged; it is handled when delivered again after the restart", cmd.Door)
+		return fmt.Errorf("the locker is stopping: door %d was not opened and the command is not acknowledged: from the cloud it is delivered again after the restart, a local publisher must send it again", cmd.Door)
 	}
 	now := time.Now()
 	if cy := c.cycles[cmd.Door]; cy != nil {

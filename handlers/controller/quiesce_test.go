@@ -91,8 +91,9 @@ func TestQuiesceEndsWithTheDoorTimeout(t *testing.T) {
 
 // TestQuiesceEndsWithinTheStopWait: with the default door timeout (5 s)
 // longer than the stop's wait (3 s), a door that never opens holds the stop
-// for the stop's wait only, so that the gateway exits within SPEC §3's 5 s;
-// codes are still answered busy afterwards.
+// for the stop's wait only, so that the gateway exits within SPEC §3's 5 s,
+// and gets its door fault then (support learns of it); codes are still
+// answered busy afterwards.
 func TestQuiesceEndsWithinTheStopWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t)
@@ -104,8 +105,41 @@ func TestQuiesceEndsWithinTheStopWait(t *testing.T) {
 		if waited := time.Since(start); waited != r.c.cfg.StopWait {
 			t.Errorf("Quiesce returned after %s (fake clock); want the stop's wait, %s", waited, r.c.cfg.StopWait)
 		}
+		synctest.Wait() // the door fault Quiesce queued is committed
+		ev := r.events()
+		if len(ev) == 0 || ev[len(ev)-1].Type != contract.EventDoorFault || !strings.Contains(ev[len(ev)-1].Reason, "stopped before door 2") {
+			t.Errorf("events %+v; want a last door.fault saying the gateway stopped before door 2 reported open", ev)
+		}
 		if d := r.code("9999"); d.Result != contract.ResultBusy {
 			t.Errorf("a code after Quiesce: got %+v; want busy", d)
+		}
+	})
+}
+
+// TestQuiesceIsBoundedWhileTheWorkIsStuck: with the work goroutine stuck
+// (a commit hanging in fdatasync), Quiesce still returns within the stop's
+// wait, which counts from the call, not from when its own job runs; and
+// Quiesce on a controller that never started returns at once.
+func TestQuiesceIsBoundedWhileTheWorkIsStuck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		stuck := make(chan struct{})
+		defer close(stuck)
+		r.c.do(func() { <-stuck })
+		start := time.Now()
+		if err := <-r.quiesce(); err != nil {
+			t.Fatalf("Quiesce: %v", err)
+		}
+		if waited := time.Since(start); waited != r.c.cfg.StopWait {
+			t.Errorf("Quiesce returned after %s (fake clock); want the stop's wait, %s", waited, r.c.cfg.StopWait)
+		}
+
+		idle, err := New(Config{Store: r.st, Broker: &recorder{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-(&rig{c: idle}).quiesce(); err != nil {
+			t.Fatalf("Quiesce before Start: %v", err)
 		}
 	})
 }
