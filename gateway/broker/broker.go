@@ -264,7 +264,7 @@ func addHooks(srv *mqtt.Server, ln *connListener, cfg Config, met *brokerMetrics
 	if err := srv.AddHook(&retainLimit{srv: srv, max: cfg.MaxRetained, refused: met.retainedRefused}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add retained limit: %w", err)
 	}
-	if err := srv.AddHook(newTakeoverRelay(srv), nil); err != nil {
+	if err := srv.AddHook(newTakeoverRelay(srv, hook.OnACLCheck), nil); err != nil {
 		return nil, fmt.Errorf("broker: add takeover relay: %w", err)
 	}
 	return guard, nil

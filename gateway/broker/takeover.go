@@ -29,15 +29,36 @@ import (
 // store and gives it to the client holding the session: at once if that
 // client is established, or in OnSessionEstablished (after mochi's copy and
 // resend, before the client's packets are read) if it is taking over still.
-// A message that was copied anyway is recognised in the new store then and
-// not given twice; only if its publisher reaches OnQosPublish after the new
-// client has already acknowledged the copy is it sent again (QoS 1 allows
-// a duplicate).
+// A takeover that fails before that (its CONNACK or mochi's resend could not
+// be sent) stays registered as the session's holder: the next takeover puts
+// its pending messages in its store before mochi copies it, so the relay
+// holds nothing beyond the next OnSessionEstablished and every message it
+// gives lives in mochi's store, bounded by MaximumInflight
+// (TestTakeoverFailedHoldsNoMore). A connect that starts a new session
+// forgets what was pending, and a session begun clean is given nothing
+// (TestTakeoverCleanStartInheritsNothing).
+//
+// The relay gives QoS 1 messages only, the contract's QoS: a QoS 2 message
+// stored again after its PUBREC would be delivered twice. A relayed message
+// may arrive after newer ones on its topic, without the DUP flag. So may
+// mochi's own: it queues a publish for the client's write goroutine but
+// writes its resends directly, and a takeover's CONNACK and resend overtake
+// the messages queued for it (a test of the order fails without this hook
+// too). The relay does not make it worse for states: a message whose topic
+// retains a newer one is not relayed, so no door state older than the
+// retained one comes from it. A message mochi copied
+// anyway is recognised in the new store and not given twice; only if its
+// publisher reaches OnQosPublish after the new client acknowledged the copy
+// is it sent again (QoS 1 allows a duplicate). A message is given only to a
+// session that subscribes to its topic and whose user may read it (the auth
+// hook's ACL), and is sent at once only within the client's Receive Maximum;
+// otherwise it waits in the store for the resend when the client resumes.
 type takeoverRelay struct {
 	mqtt.HookBase
-	srv *mqtt.Server
+	srv     *mqtt.Server
+	mayRead func(cl *mqtt.Client, topic string, write bool) bool // the auth hook's OnACLCheck
 
-	mu     sync.Mutex
+	mu     sync.RWMutex         // held to give; a delivery to a live client waits for it
 	taking map[string]*takeover // by client id: sessions being taken over
 }
 
@@ -48,8 +69,8 @@ type takeover struct {
 	pending []packets.Packet // stored in the old client after the copy
 }
 
-func newTakeoverRelay(srv *mqtt.Server) *takeoverRelay {
-	return &takeoverRelay{srv: srv, taking: map[string]*takeover{}}
+func newTakeoverRelay(srv *mqtt.Server, mayRead func(*mqtt.Client, string, bool) bool) *takeoverRelay {
+	return &takeoverRelay{srv: srv, mayRead: mayRead, taking: map[string]*takeover{}}
 }
 
 func (r *takeoverRelay) ID() string { return "takeover-relay" }
@@ -60,20 +81,27 @@ func (r *takeoverRelay) Provides(b byte) bool {
 }
 
 // OnSessionEstablish notes a client that is about to inherit a kept
-// session. A takeover that never reached OnSessionEstablished (its CONNACK
-// could not be sent) hands its pending messages on to this one.
+// session. If the session's holder is a takeover that never reached
+// OnSessionEstablished, its pending messages go into its store, which
+// mochi copies to cl next.
 func (r *takeoverRelay) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
-	old, ok := r.srv.Clients.Get(cl.ID)
-	if cl.Net.Inline || !ok || pk.Connect.Clean || old.Properties.Clean && old.Properties.ProtocolVersion < 5 {
-		return // nothing to inherit: mochi starts a new session
+	if cl.Net.Inline {
+		return
 	}
+	old, ok := r.srv.Clients.Get(cl.ID)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := &takeover{cl: cl}
-	if prev := r.taking[cl.ID]; prev != nil {
-		t.pending = prev.pending
+	prev := r.taking[cl.ID]
+	delete(r.taking, cl.ID)
+	if !ok || pk.Connect.Clean || old.Properties.Clean && old.Properties.ProtocolVersion < 5 {
+		return // nothing to inherit: mochi starts a new session, the old one's messages go with it
 	}
-	r.taking[cl.ID] = t
+	if prev != nil && prev.cl == old {
+		for _, p := range prev.pending {
+			r.store(old, p)
+		}
+	}
+	r.taking[cl.ID] = &takeover{cl: cl}
 }
 
 // OnSessionEstablished gives the new client what was stored in the old one
@@ -93,8 +121,11 @@ func (r *takeoverRelay) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) 
 
 // OnQosPublish catches a message stored in a client that was taken over.
 func (r *takeoverRelay) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
-	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Dup || !cl.IsTakenOver() {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 1 || pk.FixedHeader.Dup {
 		return // a resend (Dup) is of a message stored before, hence copied
+	}
+	if !cl.IsTakenOver() {
+		return
 	}
 	if cl.State.Inflight.Delete(pk.PacketID) { // still in the dead store, not yet cleared
 		atomic.AddInt64(&r.srv.Info.Inflight, -1)
@@ -105,8 +136,9 @@ func (r *takeoverRelay) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64
 		t.pending = append(t.pending, pk)
 		return
 	}
-	if holder, ok := r.srv.Clients.Get(cl.ID); ok && holder != cl && !holder.IsTakenOver() {
-		r.give(holder, pk)
+	holder, ok := r.srv.Clients.Get(cl.ID)
+	if ok && holder != cl && !holder.IsTakenOver() && !holder.Properties.Clean {
+		r.give(holder, pk) // a holder that began clean did not inherit cl's session
 	}
 }
 
@@ -120,23 +152,45 @@ func (r *takeoverRelay) OnClientExpired(cl *mqtt.Client) {
 	}
 }
 
-// give stores pk in cl's inflight messages under a new packet id and sends
-// it, unless cl already has it (mochi copied it) or the session no longer
-// subscribes to its topic (it started clean meanwhile). A message cl cannot
-// take now stays stored and is resent when the client resumes the session,
-// as mochi resends its own.
+// give stores pk in cl's inflight messages and sends it if cl's Receive
+// Maximum allows; a message not sent now is resent when the client resumes
+// the session, as mochi resends its own.
 func (r *takeoverRelay) give(cl *mqtt.Client, pk packets.Packet) {
-	if in, ok := cl.State.Inflight.Get(pk.PacketID); ok && in.Created == pk.Created &&
-		in.TopicName == pk.TopicName && bytes.Equal(in.Payload, pk.Payload) {
+	out, ok := r.store(cl, pk)
+	if !ok {
 		return
 	}
-	if pk.TopicName == "" || !r.subscribed(cl.ID, pk.TopicName) {
-		return // an alias of the old connection, or no longer subscribed
+	if most := cl.Properties.Props.ReceiveMaximum; most > 0 && cl.State.Inflight.Len() > int(most) {
+		return
+	}
+	// An error means the client is gone: the message waits in its session.
+	_ = cl.WritePacket(out)
+}
+
+// store puts pk in cl's inflight messages under a new packet id, unless cl
+// already has it (mochi copied it), cl's session no longer subscribes to
+// its topic or may not read it, the topic retains a newer message, or the
+// store is full (counted as mochi counts its own).
+func (r *takeoverRelay) store(cl *mqtt.Client, pk packets.Packet) (packets.Packet, bool) {
+	if in, ok := cl.State.Inflight.Get(pk.PacketID); ok && in.Created == pk.Created &&
+		in.TopicName == pk.TopicName && bytes.Equal(in.Payload, pk.Payload) {
+		return pk, false
+	}
+	if pk.TopicName == "" || !r.subscribed(cl.ID, pk.TopicName) || !r.mayRead(cl, pk.TopicName, false) {
+		return pk, false // an alias of the old connection, no longer subscribed, or not allowed
+	}
+	if ret, ok := r.srv.Topics.Retained.Get(pk.TopicName); ok &&
+		(ret.Created != pk.Created || !bytes.Equal(ret.Payload, pk.Payload)) {
+		return pk, false // a newer message was retained since
+	}
+	if cl.State.Inflight.Len() >= int(r.srv.Options.Capabilities.MaximumInflight) {
+		atomic.AddInt64(&r.srv.Info.InflightDropped, 1)
+		return pk, false
 	}
 	id, err := cl.NextPacketID()
 	if err != nil {
-		atomic.AddInt64(&r.srv.Info.InflightDropped, 1) // counted as mochi counts its own
-		return
+		atomic.AddInt64(&r.srv.Info.InflightDropped, 1)
+		return pk, false
 	}
 	out := pk
 	out.PacketID = uint16(id)
@@ -145,8 +199,7 @@ func (r *takeoverRelay) give(cl *mqtt.Client, pk packets.Packet) {
 	if cl.State.Inflight.Set(out) {
 		atomic.AddInt64(&r.srv.Info.Inflight, 1)
 	}
-	// An error means the client is gone: the message waits in its session.
-	_ = cl.WritePacket(out)
+	return out, true
 }
 
 // subscribed reports whether the session id subscribes to topic.
