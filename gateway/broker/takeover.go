@@ -31,28 +31,29 @@ import (
 // resend, before the client's packets are read) if it is taking over still.
 // A takeover that fails before that (its CONNACK or mochi's resend could not
 // be sent) stays registered as the session's holder: the next takeover puts
-// its pending messages in its store before mochi copies it, so the relay
-// holds nothing beyond the next OnSessionEstablished and every message it
-// gives lives in mochi's store, bounded by MaximumInflight
+// its pending messages in that holder's store before mochi copies it. So the
+// relay holds a message only until the next connect of its client id, and
+// every message it gives lives in mochi's store, bounded by MaximumInflight
 // (TestTakeoverFailedHoldsNoMore). A connect that starts a new session
-// forgets what was pending, and a session begun clean is given nothing
+// forgets what was pending, and a client that began a new session (clean)
+// is given nothing from a client it took over
 // (TestTakeoverCleanStartInheritsNothing).
 //
 // The relay gives QoS 1 messages only, the contract's QoS: a QoS 2 message
 // stored again after its PUBREC would be delivered twice. A relayed message
 // may arrive after newer ones on its topic, without the DUP flag. So may
 // mochi's own: it queues a publish for the client's write goroutine but
-// writes its resends directly, and a takeover's CONNACK and resend overtake
-// the messages queued for it (a test of the order fails without this hook
-// too). The relay does not make it worse for states: a message whose topic
-// retains a newer one is not relayed, so no door state older than the
-// retained one comes from it. A message mochi copied
-// anyway is recognised in the new store and not given twice; only if its
-// publisher reaches OnQosPublish after the new client acknowledged the copy
-// is it sent again (QoS 1 allows a duplicate). A message is given only to a
-// session that subscribes to its topic and whose user may read it (the auth
-// hook's ACL), and is sent at once only within the client's Receive Maximum;
-// otherwise it waits in the store for the resend when the client resumes.
+// writes a takeover's CONNACK and resend directly, which overtake what was
+// queued (a test of the order fails with this hook removed too). For door
+// states the relay does not add to that: a message whose topic retains
+// another (newer) one when it is given is not relayed. A message mochi
+// copied anyway is recognised in the new store and not given twice; only if
+// its publisher reaches OnQosPublish after the new client acknowledged the
+// copy is it sent again (QoS 1 allows a duplicate). A message is given only
+// to a session that subscribes to its topic and whose user may read it (the
+// auth hook's ACL), and is sent at once only within an MQTT 5 client's
+// Receive Maximum; otherwise it waits in the store for the resend when the
+// client resumes the session.
 type takeoverRelay struct {
 	mqtt.HookBase
 	srv     *mqtt.Server
