@@ -45,8 +45,9 @@ import (
 // mochi's own: it queues a publish for the client's write goroutine but
 // writes a takeover's CONNACK and resend directly, which overtake what was
 // queued (a test of the order fails with this hook removed too). For door
-// states the relay does not add to that: a message whose topic retains
-// another (newer) one when it is given is not relayed. A message mochi
+// states the relay adds little to that: a message whose topic retains
+// another (newer) one when it is given is not relayed; one retained between
+// that check and the write may still be overtaken. A message mochi
 // copied anyway is recognised in the new store and not given twice; only if
 // its publisher reaches OnQosPublish after the new client acknowledged the
 // copy is it sent again (QoS 1 allows a duplicate). A message is given only
