@@ -289,6 +289,13 @@ func TestKioskResetLeavesNoFocusBehind(t *testing.T) {
 		codes = append(codes, code)
 		return contract.Display{Result: contract.ResultInvalidCode, Message: "This code is not valid"}, nil
 	}})
+	t.Cleanup(func() { // which code a failure stopped at
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("codes the locker received: %q", codes)
+		}
+	})
 	tab := newTab(t, newBrowser(t, exe))
 	answered := chromedp.WaitVisible(chromedp.CSS(`#result[data-result="invalid_code"]`))
 	do(t, tab, chromedp.Navigate(srv.URL+"/kiosk"), chromedp.WaitVisible(chromedp.ID("keypad")),
