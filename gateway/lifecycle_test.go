@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
@@ -140,17 +141,7 @@ func TestRunThatFailsStopsEverything(t *testing.T) {
 func TestCloseEndsRun(t *testing.T) {
 	cfg := lifecycleConfig(t)
 	before := goleak.IgnoreCurrent()
-	g, err := gateway.New(cfg, testenv.QuietLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(context.Background()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := g.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	g, done := runGateway(t, cfg, testenv.QuietLogger(t))
 	if err := g.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -159,7 +150,7 @@ func TestCloseEndsRun(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run after Close: %v; want nil", err)
 		}
-	case <-ctx.Done():
+	case <-time.After(waitLimit):
 		t.Fatal("Run did not return after Close")
 	}
 	checkReleased(t, cfg, before)

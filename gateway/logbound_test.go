@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/gateway/gatewaytest"
 	"github.com/locky-edge/locky/handlers/contract"
 )
@@ -41,17 +39,7 @@ func (l *lockedBuffer) String() string {
 // rest.
 func TestGatewayLogStaysBoundedUnderAttack(t *testing.T) {
 	var out lockedBuffer
-	g, err := gateway.New(testConfig(t), slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(context.Background()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := g.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	g, done := runGateway(t, testConfig(t), slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	c := gatewaytest.Connect(t, g.MQTTAddr(), contract.TopicScreenDisplay, contract.TopicAcks)
 
 	const codes, down = 5000, 1000

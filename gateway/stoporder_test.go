@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway"
 	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 )
@@ -98,17 +97,7 @@ func TestStopAwaitsTheDoorCommanded(t *testing.T) {
 	cfg.DoorTimeout = 2 * waitLimit // the door opens long before: no fault
 	cfg.StopWait = 2 * waitLimit    // nor does the stop give up on it first
 	logs := newLogWatch(t)
-	g, err := gateway.New(cfg, slog.New(logs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(context.Background()) }()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := g.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	g, ran := runGateway(t, cfg, slog.New(logs))
 	c := connect(t, g.MQTTAddr(), "locky/#")
 	c.MustAck("reservations", reservation("m-1", "R1", 1, 7, "700001", "700002", "700003"))
 	c.MustAck("reservations", reservation("m-2", "R2", 1, 8, "800001", "800002", "800003"))
@@ -119,7 +108,8 @@ func TestStopAwaitsTheDoorCommanded(t *testing.T) {
 	c.Code("700001", "r1")
 	c.Await(contract.DoorCommandTopic(7), func(p []byte) bool { return strings.Contains(string(p), `"r1"`) })
 
-	go func() { done <- g.Close() }()
+	closed := make(chan error, 1)
+	go func() { closed <- g.Close() }()
 	line := logs.await(t, "saying the stop awaits door 7, or that the broker stopped", func(l string) bool {
 		return strings.Contains(l, "awaiting the doors commanded") && strings.Contains(l, "doors=[7]") ||
 			strings.HasPrefix(l, "stopped step=broker ")
@@ -135,7 +125,7 @@ func TestStopAwaitsTheDoorCommanded(t *testing.T) {
 	if err := g.Sim().Force(7); err != nil { // the slow lock opens at last
 		t.Fatal(err)
 	}
-	for range 2 { // Run's end and Close's
+	for _, done := range []<-chan error{ran, closed} {
 		select {
 		case err := <-done:
 			if err != nil {
