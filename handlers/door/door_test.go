@@ -16,18 +16,7 @@ import (
 )
 
 // startBroker starts the real broker on a free port, open to test clients.
-func startBroker(t *testing.T) *broker.Broker {
-	t.Helper()
-	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", AllowAnonymous: true, Logger: testenv.QuietLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+var startBroker = gatewaytest.StartBroker
 
 // newBank returns a simulated bank of n doors, every one closed.
 func newBank(t *testing.T, n int) *simdoors.Bank {

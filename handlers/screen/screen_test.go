@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/locky-edge/locky/gateway/broker"
 	"github.com/locky-edge/locky/gateway/gatewaytest"
-	"github.com/locky-edge/locky/gateway/testenv"
 	"github.com/locky-edge/locky/handlers/contract"
 	"github.com/locky-edge/locky/handlers/screen"
 )
@@ -25,14 +23,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	b, err := broker.New(broker.Config{Addr: "127.0.0.1:0", AllowAnonymous: true, Logger: testenv.QuietLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
+	b := gatewaytest.StartBroker(t)
 	h, err := screen.New(b)
 	if err != nil {
 		t.Fatal(err)
